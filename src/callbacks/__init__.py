@@ -1,0 +1,3 @@
+from src.callbacks.sample_grid import SampleGrid
+
+__all__ = ["SampleGrid"]

@@ -1,0 +1,85 @@
+"""Pure loss functions, one per paper equation: tensors in, tensors out; no state, no modules.
+
+Shapes: ``real_logits``/``fake_logits`` and energies are per-sample vectors [N]; BEGAN's ``real_loss`` /
+``fake_loss`` are batch means (scalars), as in the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ENERGY_NORMS = ("l2", "mse", "l1")
+
+
+def gan_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """GAN D loss, Goodfellow et al. 2014 Eq. 1: -E[log D(x)] - E[log(1 - D(G(z)))], from logits."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def gan_generator_loss_minimax(fake_logits: torch.Tensor) -> torch.Tensor:
+    """GAN G loss, Goodfellow et al. 2014 Eq. 1 (minimax): E[log(1 - D(G(z)))], from logits."""
+    return -F.softplus(fake_logits).mean()
+
+
+def gan_generator_loss_non_saturating(fake_logits: torch.Tensor) -> torch.Tensor:
+    """GAN G loss, Goodfellow et al. 2014 Sec. 3 (non-saturating): -E[log D(G(z))], from logits."""
+    return F.softplus(-fake_logits).mean()
+
+
+def energy(x: torch.Tensor, reconstruction: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Auto-encoder energy, Zhao et al. 2016 Eq. 6: D(x) = ||Dec(Enc(x)) - x|| per sample.
+
+    ``l2``: Euclidean norm of the residual (the paper's); ``mse``: mean squared residual per pixel;
+    ``l1``: mean absolute residual per pixel (BEGAN's L(v), Berthelot et al. 2017 Eq. 1 with eta = 1).
+    """
+    residual = (reconstruction - x).flatten(1)
+    if norm == "l2":
+        return torch.linalg.vector_norm(residual, ord=2, dim=1)
+    if norm == "mse":
+        return residual.pow(2).mean(dim=1)
+    if norm == "l1":
+        return residual.abs().mean(dim=1)
+    raise ValueError(f"unknown energy norm {norm!r}; allowed: {', '.join(ENERGY_NORMS)}")
+
+
+def ebgan_discriminator_loss(real_energy: torch.Tensor, fake_energy: torch.Tensor, margin: float) -> torch.Tensor:
+    """EBGAN D loss, Zhao et al. 2016 Eq. 1: D(x) + [m - D(G(z))]^+, averaged over the batch."""
+    return real_energy.mean() + torch.clamp(margin - fake_energy, min=0).mean()
+
+
+def ebgan_generator_loss(fake_energy: torch.Tensor) -> torch.Tensor:
+    """EBGAN G loss, Zhao et al. 2016 Eq. 2: D(G(z)), averaged over the batch."""
+    return fake_energy.mean()
+
+
+def pulling_away_term(embeddings: torch.Tensor) -> torch.Tensor:
+    """EBGAN-PT repelling regulariser, Zhao et al. 2016 Eq. 7: mean over pairs i != j of cos(S_i, S_j)^2."""
+    n = embeddings.shape[0]
+    if n < 2:
+        raise ValueError(f"the pulling-away term needs a batch of at least 2 embeddings, got {n}")
+    unit = F.normalize(embeddings.flatten(1), dim=1)
+    squared_cosines = (unit @ unit.T).pow(2)
+    return (squared_cosines.sum() - squared_cosines.diagonal().sum()) / (n * (n - 1))
+
+
+def began_discriminator_loss(real_loss: torch.Tensor, fake_loss: torch.Tensor, k: torch.Tensor | float) -> torch.Tensor:
+    """BEGAN D loss, Berthelot et al. 2017 Eq. 4: L_D = L(x) - k_t * L(G(z_D))."""
+    return real_loss - k * fake_loss
+
+
+def began_generator_loss(fake_loss: torch.Tensor) -> torch.Tensor:
+    """BEGAN G loss, Berthelot et al. 2017 Eq. 4: L_G = L(G(z_G))."""
+    return fake_loss
+
+
+def began_k_update(k: torch.Tensor | float, real_loss: torch.Tensor, fake_loss: torch.Tensor,
+                   gamma: float, lambda_k: float) -> torch.Tensor:
+    """BEGAN control, Berthelot et al. 2017 Eq. 4: k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z_G))), 0, 1)."""
+    step = torch.as_tensor(gamma * real_loss - fake_loss).detach()
+    return torch.clamp(k + lambda_k * step, 0.0, 1.0)
+
+
+def began_convergence(real_loss: torch.Tensor, fake_loss: torch.Tensor, gamma: float) -> torch.Tensor:
+    """BEGAN convergence measure, Berthelot et al. 2017 Sec. 3.4.1: M = L(x) + |gamma L(x) - L(G(z_G))|."""
+    return (real_loss + torch.abs(gamma * real_loss - fake_loss)).detach()

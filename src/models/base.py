@@ -1,0 +1,140 @@
+"""The shared adversarial training loop: manual optimisation, D step(s) then a G step per batch."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from lightning import LightningModule
+from torch import nn
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+LATENT_DISTRIBUTIONS = ("normal", "uniform")
+
+
+class DivergenceError(RuntimeError):
+    """A loss became NaN/inf; raised (not logged) so no checkpoint with broken weights is written."""
+
+    def __init__(self, loss_name: str, batch: int, epoch: int):
+        super().__init__(f"non-finite {loss_name} at training batch {batch} (epoch {epoch})")
+        self.loss_name, self.batch, self.epoch = loss_name, batch, epoch
+
+
+class AdversarialModel(LightningModule):
+    """Base class of every model: subclasses supply the two losses and declare what they need.
+
+    Per training batch: ``d_steps_per_g_step`` discriminator updates (same real batch, fresh z each),
+    then one generator update on the last fake batch, in Lightning's manual-optimisation order
+    (toggle -> zero_grad -> manual_backward -> step -> untoggle). The fake batch is generated once per D
+    step; the G step reuses the last one, so G runs forward once per update.
+    """
+
+    #: key of ``arch.discriminators`` this model trains: "classifier" or "autoencoder"
+    discriminator_role: str = "classifier"
+    #: the ``family`` a ``loss`` group option must declare to fit this model
+    loss_family: str = "classifier"
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: OptimizerFactory,
+                 optimizer_d: OptimizerFactory, d_steps_per_g_step: int = 1, latent_distribution: str = "normal",
+                 check_finite_every_n_steps: int = 10):
+        super().__init__()
+        if d_steps_per_g_step < 1:
+            raise ValueError(f"model.d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
+        if latent_distribution not in LATENT_DISTRIBUTIONS:
+            raise ValueError(f"model.latent_distribution must be one of {LATENT_DISTRIBUTIONS}, got {latent_distribution!r}")
+        if check_finite_every_n_steps < 1:
+            raise ValueError(f"model.check_finite_every_n_steps must be >= 1, got {check_finite_every_n_steps}")
+        self.automatic_optimization = False
+        self.generator, self.discriminator = generator, discriminator
+        self.optimizer_g_factory, self.optimizer_d_factory = optimizer_g, optimizer_d
+        self.d_steps_per_g_step = d_steps_per_g_step
+        self.latent_distribution = latent_distribution
+        self.check_finite_every_n_steps = check_finite_every_n_steps
+        self.train_batches_seen = 0  # this process's count, for log/check intervals (never global_step)
+
+    # ----------------------------------------------------------------- to be supplied by subclasses
+    def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(D loss, detached values to log) for one real and one (detached) fake batch."""
+        raise NotImplementedError
+
+    def generator_loss(self, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(G loss, detached values to log) for a fake batch that carries G's graph."""
+        raise NotImplementedError
+
+    def after_discriminator_step(self, logs: dict) -> None:
+        """Hook for state updated once per D step (BEGAN's k_t)."""
+
+    # ----------------------------------------------------------------- the loop
+    @property
+    def latent_dim(self) -> int:
+        return self.generator.latent_dim
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        shape, device = (n, self.latent_dim), self.device if device is None else device
+        if self.latent_distribution == "uniform":  # BEGAN: z ~ U[-1, 1]^Nz
+            return torch.rand(shape, device=device, generator=generator).mul_(2).sub_(1)
+        return torch.randn(shape, device=device, generator=generator)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+    def configure_optimizers(self):
+        return [self.optimizer_g_factory(self.generator.parameters()),
+                self.optimizer_d_factory(self.discriminator.parameters())]
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        real = batch[0]
+        optimizer_g, optimizer_d = self.optimizers()
+        self.train_batches_seen += 1
+        check = self.train_batches_seen % self.check_finite_every_n_steps == 0
+
+        for step in range(self.d_steps_per_g_step):
+            is_last = step == self.d_steps_per_g_step - 1
+            with torch.set_grad_enabled(is_last):  # only the last fake batch feeds the G step
+                fake = self.generator(self.sample_latent(real.shape[0]))
+            self.toggle_optimizer(optimizer_d)
+            loss_d, logs_d = self.discriminator_loss(real, fake.detach())
+            if check:
+                self._raise_if_not_finite(loss_d, "discriminator loss")
+            optimizer_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            optimizer_d.step()
+            self.untoggle_optimizer(optimizer_d)
+            self.after_discriminator_step(logs_d)
+
+        self.toggle_optimizer(optimizer_g)
+        loss_g, logs_g = self.generator_loss(fake)
+        if check:
+            self._raise_if_not_finite(loss_g, "generator loss")
+        optimizer_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        optimizer_g.step()
+        self.untoggle_optimizer(optimizer_g)
+
+        if self._is_log_step():
+            logs = {**logs_d, **logs_g, "lr_g": optimizer_g.param_groups[0]["lr"],
+                    "lr_d": optimizer_d.param_groups[0]["lr"]}
+            self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False,
+                          prog_bar=False)
+
+    def _is_log_step(self) -> bool:
+        # self.log on every step costs more than a small MLP step; log on the trainer's interval only.
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        return self.train_batches_seen % max(every, 1) == 0  # the batches on which Lightning writes logs
+
+    def _raise_if_not_finite(self, loss: torch.Tensor, name: str) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise DivergenceError(name, self.train_batches_seen, self.current_epoch)
+
+    # ----------------------------------------------------------------- validation
+    def validation_step(self, batch, batch_idx: int) -> None:
+        real = batch[0]
+        fake = self.generator(self.sample_latent(real.shape[0]))
+        logs = self.validation_values(real, fake)
+        self.log_dict({f"val/{k}": v for k, v in logs.items()}, on_step=False, on_epoch=True,
+                      batch_size=real.shape[0])
+
+    def validation_values(self, real: torch.Tensor, fake: torch.Tensor) -> dict:
+        """Held-out diagnostics (no updates): by default the D loss and its parts on unseen real data."""
+        loss_d, logs = self.discriminator_loss(real, fake)
+        return logs

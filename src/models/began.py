@@ -1,0 +1,92 @@
+"""BEGAN (Berthelot, Schumm, Metz 2017): an auto-encoder D with an L1 loss, balanced by k_t."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from src.losses import began_convergence, began_discriminator_loss, began_generator_loss, began_k_update
+from src.models.base import AdversarialModel
+
+
+class BEGAN(AdversarialModel):
+    """L_D = L(x) - k_t L(G(z)), L_G = L(G(z)), k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z))), 0, 1).
+
+    L(v) = mean |v - D(v)| comes from the ``loss`` group (``energy_l1``). k_t and the learning-rate decay
+    state are buffers, so they are saved in checkpoints and restored on resume. The learning rates are
+    halved (``lr_decay_factor``, not below ``lr_min``) when the epoch mean of M_global has not improved
+    for ``lr_decay_patience`` epochs; the optimizers' param groups are edited in place.
+    """
+
+    discriminator_role = "autoencoder"
+    loss_family = "energy"
+
+    def __init__(self, generator, discriminator, optimizer_g, optimizer_d,
+                 energy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], gamma: float = 0.5,
+                 lambda_k: float = 0.001, k_init: float = 0.0, lr_decay_factor: float = 0.5,
+                 lr_decay_patience: int = 2, lr_min: float = 1e-6, **loop_options):
+        super().__init__(generator, discriminator, optimizer_g, optimizer_d, **loop_options)
+        if not 0 < gamma <= 1:
+            raise ValueError(f"model.gamma must be in (0, 1], got {gamma}")
+        if not lambda_k > 0:
+            raise ValueError(f"model.lambda_k must be > 0, got {lambda_k}")
+        if not 0 <= k_init <= 1:
+            raise ValueError(f"model.k_init must be in [0, 1], got {k_init}")
+        if not 0 < lr_decay_factor <= 1:
+            raise ValueError(f"model.lr_decay_factor must be in (0, 1], got {lr_decay_factor}")
+        if lr_decay_patience < 1:
+            raise ValueError(f"model.lr_decay_patience must be >= 1, got {lr_decay_patience}")
+        self.energy, self.gamma, self.lambda_k = energy, float(gamma), float(lambda_k)
+        self.lr_decay_factor, self.lr_decay_patience, self.lr_min = lr_decay_factor, lr_decay_patience, lr_min
+        self.register_buffer("k", torch.tensor(float(k_init)))
+        self.register_buffer("best_convergence", torch.tensor(math.inf))
+        self.register_buffer("epochs_without_improvement", torch.tensor(0))
+        self.register_buffer("convergence_sum", torch.tensor(0.0))  # this epoch's running sum of M_global
+        self.register_buffer("convergence_count", torch.tensor(0))
+
+    def reconstruction_loss(self, images: torch.Tensor) -> torch.Tensor:
+        """L(v) averaged over the batch."""
+        return self.energy(images, self.discriminator(images)[0]).mean()
+
+    def discriminator_loss(self, real, fake):
+        real_loss, fake_loss = self.reconstruction_loss(real), self.reconstruction_loss(fake)
+        loss = began_discriminator_loss(real_loss, fake_loss, self.k)
+        return loss, {"loss_d": loss.detach(), "loss_real": real_loss.detach(), "loss_fake": fake_loss.detach()}
+
+    def after_discriminator_step(self, logs: dict) -> None:
+        real_loss, fake_loss = logs["loss_real"], logs["loss_fake"]
+        convergence = began_convergence(real_loss, fake_loss, self.gamma)
+        logs["convergence"] = convergence
+        logs["k"] = self.k.clone()  # the k_t used in this step's L_D
+        self.k.copy_(began_k_update(self.k, real_loss, fake_loss, self.gamma, self.lambda_k))
+        self.convergence_sum += convergence
+        self.convergence_count += 1
+
+    def generator_loss(self, fake):
+        loss = began_generator_loss(self.reconstruction_loss(fake))
+        return loss, {"loss_g": loss.detach()}
+
+    def validation_values(self, real, fake):
+        real_loss, fake_loss = self.reconstruction_loss(real), self.reconstruction_loss(fake)
+        return {"loss_real": real_loss, "loss_fake": fake_loss,
+                "convergence": began_convergence(real_loss, fake_loss, self.gamma)}
+
+    def on_train_epoch_end(self) -> None:
+        if int(self.convergence_count) == 0:
+            return
+        epoch_convergence = self.convergence_sum / self.convergence_count
+        self.convergence_sum.zero_()
+        self.convergence_count.zero_()
+        self.log("train/convergence_epoch", epoch_convergence)
+        if epoch_convergence < self.best_convergence:
+            self.best_convergence.copy_(epoch_convergence)
+            self.epochs_without_improvement.zero_()
+            return
+        self.epochs_without_improvement += 1
+        if int(self.epochs_without_improvement) >= self.lr_decay_patience:
+            self.epochs_without_improvement.zero_()
+            for optimizer in self.optimizers():
+                for group in optimizer.param_groups:
+                    group["lr"] = max(group["lr"] * self.lr_decay_factor, self.lr_min)

@@ -1,0 +1,104 @@
+"""Small DCGAN-style convolutional nets (Radford et al. 2015) sized for 28 or 32 px digits on a CPU.
+
+Two stride-2 stages: the feature maps are image_size / 4 (7 for 28 px, 8 for 32 px).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _base_size(image_size: int) -> int:
+    if image_size % 4:
+        raise ValueError(f"arch=dcgan needs data.image_size divisible by 4 (28 or 32), got {image_size}")
+    return image_size // 4
+
+
+def _init_dcgan(module: nn.Module) -> None:
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(layer.weight, 0.0, 0.02)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.normal_(layer.weight, 1.0, 0.02)
+            nn.init.zeros_(layer.bias)
+
+
+def _up_path(in_channels: int, width: int, out_channels: int) -> nn.Sequential:
+    """(2w, s, s) -> (out, 4s, 4s) through two transposed convs."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_channels, width, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(width, out_channels, 4, 2, 1),
+    )
+
+
+def _down_path(in_channels: int, width: int) -> nn.Sequential:
+    """(c, 4s, 4s) -> (2w, s, s) through two stride-2 convs."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 4, 2, 1),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(2 * width),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+class DCGANGenerator(nn.Module):
+    """z -> Linear -> (2w, s, s) -> two transposed convs -> tanh image."""
+
+    def __init__(self, latent_dim: int, image_shape, width: int = 64):
+        super().__init__()
+        channels, size, _ = image_shape
+        self.latent_dim, self.base = latent_dim, _base_size(size)
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, 2 * width * self.base**2, bias=False),
+            nn.BatchNorm1d(2 * width * self.base**2),
+            nn.ReLU(inplace=True),
+        )
+        self.up = _up_path(2 * width, width, channels)
+        _init_dcgan(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.project(z).view(z.shape[0], -1, self.base, self.base)
+        return torch.tanh(self.up(h))
+
+
+class DCGANClassifier(nn.Module):
+    """image -> two stride-2 convs -> one logit."""
+
+    def __init__(self, image_shape, width: int = 64):
+        super().__init__()
+        channels, size, _ = image_shape
+        self.down = _down_path(channels, width)
+        self.out = nn.Linear(2 * width * _base_size(size) ** 2, 1)
+        _init_dcgan(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.down(x).flatten(1)).squeeze(1)
+
+
+class DCGANAutoEncoder(nn.Module):
+    """Convolutional auto-encoder D for EBGAN: conv encoder -> linear embedding -> transposed-conv decoder.
+
+    The bottleneck (``embedding_dim``) keeps D from learning the identity; its output is the embedding S
+    of the pulling-away term. ``forward`` returns (reconstruction, embedding).
+    """
+
+    def __init__(self, image_shape, width: int = 64, embedding_dim: int = 64):
+        super().__init__()
+        channels, size, _ = image_shape
+        self.base = _base_size(size)
+        flat = 2 * width * self.base**2
+        self.encoder = nn.Sequential(_down_path(channels, width), nn.Flatten(), nn.Linear(flat, embedding_dim))
+        self.expand = nn.Sequential(nn.Linear(embedding_dim, flat), nn.BatchNorm1d(flat), nn.ReLU(inplace=True))
+        self.up = _up_path(2 * width, width, channels)
+        _init_dcgan(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.encoder(x)
+        h = self.expand(embedding).view(x.shape[0], -1, self.base, self.base)
+        return self.up(h), embedding

@@ -1,0 +1,93 @@
+"""The fully connected MNIST networks of the EBGAN paper's grid search (Zhao et al. 2016, Sec. 5.1, Table 1).
+
+Conventions (the paper's, where it states them):
+- ``n_layers`` counts weight layers. For the auto-encoder D the paper says "nLayerD is the total number
+  of layers of Enc and Dec put together; only Enc's layer count varies, Dec is always a single layer":
+  Enc = nLayerD - 1 layers of width sizeD, Dec = one linear layer back to the pixels. G and the
+  classifier D follow the same count: n_layers - 1 hidden layers of width ``hidden`` + one output layer.
+- Batch norm after every weight layer except G's output layer and D's input layer; ReLU activations.
+- Weights ~ N(0, 0.02) in G and N(0, 0.002) in D, biases 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _init_normal(module: nn.Module, std: float) -> None:
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.zeros_(layer.bias)
+
+
+def _hidden_stack(in_features: int, width: int, depth: int, batch_norm_first: bool, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers.append(nn.Linear(in_features if i == 0 else width, width))
+        if i > 0 or batch_norm_first:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(nn.ReLU(inplace=True))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def _check_depth(name: str, n_layers: int) -> None:
+    if n_layers < 2:
+        raise ValueError(f"{name} must be >= 2 (one hidden layer plus the output layer), got {n_layers}")
+
+
+class MLPGenerator(nn.Module):
+    """z -> (n_layers - 1) x [Linear, BN, ReLU] -> Linear -> tanh image in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, n_layers: int, hidden: int, image_shape, init_std: float = 0.02):
+        super().__init__()
+        _check_depth("arch.nLayerG", n_layers)
+        self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
+        self.body = _hidden_stack(latent_dim, hidden, n_layers - 1, batch_norm_first=True, dropout=0.0)
+        self.out = nn.Linear(hidden, math.prod(self.image_shape))
+        _init_normal(self, init_std)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(self.body(z))).view(z.shape[0], *self.image_shape)
+
+
+class MLPClassifier(nn.Module):
+    """The GAN discriminator: image -> (n_layers - 1) hidden layers -> one logit (real vs fake)."""
+
+    def __init__(self, n_layers: int, hidden: int, image_shape, dropout: bool = False,
+                 dropout_p: float = 0.5, init_std: float = 0.002):
+        super().__init__()
+        _check_depth("arch.nLayerD", n_layers)
+        p = dropout_p if dropout else 0.0
+        self.body = _hidden_stack(math.prod(image_shape), hidden, n_layers - 1, batch_norm_first=False, dropout=p)
+        self.out = nn.Linear(hidden, 1)
+        _init_normal(self, init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x.flatten(1))).squeeze(1)
+
+
+class MLPAutoEncoder(nn.Module):
+    """The EBGAN discriminator: Enc = (n_layers - 1) hidden layers, Dec = one linear layer to the pixels.
+
+    ``forward`` returns (reconstruction, embedding); the embedding (Enc's output) feeds the pulling-away term.
+    """
+
+    def __init__(self, n_layers: int, hidden: int, image_shape, dropout: bool = False,
+                 dropout_p: float = 0.5, init_std: float = 0.002):
+        super().__init__()
+        _check_depth("arch.nLayerD", n_layers)
+        p = dropout_p if dropout else 0.0
+        self.image_shape = tuple(image_shape)
+        self.encoder = _hidden_stack(math.prod(self.image_shape), hidden, n_layers - 1, batch_norm_first=False, dropout=p)
+        self.decoder = nn.Linear(hidden, math.prod(self.image_shape))
+        _init_normal(self, init_std)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.encoder(x.flatten(1))
+        return self.decoder(embedding).view(x.shape[0], *self.image_shape), embedding

@@ -1,0 +1,31 @@
+"""Train one model: `python src/train.py model=ebgan_pt arch=dcgan trainer.max_epochs=5`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python src/train.py` from anywhere
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src.utils import register_resolvers  # noqa: E402
+
+register_resolvers()
+log = logging.getLogger("train")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from src.entry import run_or_report
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # Hydra's handlers already print and file these
+        logging.getLogger(name).handlers.clear()
+
+    return run_or_report(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Config checks that run before anything is built, so a bad combination fails with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+class ConfigError(ValueError):
+    """A config value or combination that cannot work; the message names the key and the allowed values."""
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _options_where(group: str, predicate) -> list[str]:
+    return [name for name in _options(group) if predicate(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))]
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    """The option name selected for a group (Hydra's runtime choices when available)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.choices[group])
+    except Exception:  # compose API without the hydra node
+        return "<selected>"
+
+
+def validate_config(cfg: DictConfig) -> type:
+    """Check that model, loss and arch fit together; return the model class."""
+    target = OmegaConf.select(cfg, "model._target_")
+    if target is None:
+        raise ConfigError(f"config key model._target_ is missing; choose model= one of {_options('model')}")
+    try:
+        model_cls = get_class(target)
+    except Exception as err:
+        raise ConfigError(f"model._target_={target!r} cannot be imported: {err}") from err
+
+    family = OmegaConf.select(cfg, "loss.family")
+    if family != model_cls.loss_family:
+        fitting = _options_where("loss", lambda c: c.get("family") == model_cls.loss_family)
+        raise ConfigError(
+            f"loss={_choice(cfg, 'loss')} (family {family!r}) does not fit model={_choice(cfg, 'model')}, "
+            f"which needs a {model_cls.loss_family!r} loss: choose loss= one of {fitting}"
+        )
+
+    role = model_cls.discriminator_role
+    provided = OmegaConf.select(cfg, "arch.discriminators") or {}
+    if role not in provided:
+        fitting = _options_where("arch", lambda c: role in (c.get("discriminators") or {}))
+        raise ConfigError(
+            f"arch={_choice(cfg, 'arch')} has no {role} discriminator (it provides {sorted(provided)}), "
+            f"which model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
+        )
+    return model_cls

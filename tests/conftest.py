@@ -1,0 +1,65 @@
+"""Shared fixtures: the data location and a config factory that composes `conf/` into tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from src.utils import PROJECT_ROOT, register_resolvers
+
+register_resolvers()
+CONF_DIR = str(PROJECT_ROOT / "conf")
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    """DATA_DIR if set (CI sets it), else ../shared/data; the MNIST files must be there."""
+    root = Path(os.environ.get("DATA_DIR") or SHARED_DATA)
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.fail(f"MNIST not found under {root}/MNIST/raw: set DATA_DIR to a folder holding MNIST/raw")
+    return str(root)
+
+
+# Tiny nets: the tests check wiring and numbers, not sample quality.
+TINY = {
+    "mlp": ["arch.sizeG=32", "arch.sizeD=16", "arch.nLayerG=2", "arch.nLayerD=2", "arch.latent_dim=8"],
+    "dcgan": ["arch.width=4", "arch.embedding_dim=8", "arch.latent_dim=8", "data.image_size=32"],
+    "began": ["arch.filters=4", "arch.hidden_dim=8", "data.image_size=28"],
+}
+
+
+# A few batches on the CPU; any of these can be overridden by the test's own overrides.
+FAST = [
+    "data.batch_size=16", "data.val_size=64", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
+    "+trainer.enable_model_summary=false", "logger=none",
+]
+
+
+@pytest.fixture
+def make_cfg(tmp_path, data_dir):
+    """compose(overrides) -> a config writing into tmp_path, with a few-batch CPU trainer."""
+
+    def _make(*overrides: str, tiny: bool = True) -> DictConfig:
+        given = {o.split("=", 1)[0] for o in overrides}
+        defaults = [o for o in FAST if o.split("=", 1)[0] not in given]
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=defaults + list(overrides))
+            if tiny:  # shrink the nets of whichever arch the overrides (or an experiment) selected
+                arch = cfg.arch.generator._target_.split(".")[-1].replace("Generator", "").lower()
+                defaults += [o for o in TINY[arch] if o.split("=", 1)[0] not in given]
+                cfg = compose(config_name="train", overrides=defaults + list(overrides))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+            cfg.paths.log_dir = str(tmp_path)
+            cfg.paths.data_dir = data_dir
+            if cfg.get("callbacks"):
+                cfg.callbacks.pop("progress_bar", None)  # keep test logs readable
+        return cfg
+
+    return _make

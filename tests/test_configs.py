@@ -1,0 +1,81 @@
+"""Every option of every config group composes; bad combinations fail before anything is built."""
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from src.utils import PROJECT_ROOT, ConfigError, validate_config
+
+CONF = PROJECT_ROOT / "conf"
+GROUPS = ["model", "arch", "loss", "data", "trainer", "logger", "callbacks", "optimizer", "experiment"]
+OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((CONF / group).glob("*.yaml"))]
+
+
+def test_every_group_has_options():
+    assert {g for g, _ in OPTIONS} == set(GROUPS)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes(make_cfg, group, option):
+    override = f"optimizer@model.optimizer_g={option}" if group == "optimizer" else f"{group}={option}"
+    cfg = make_cfg(override)
+    if group == "loss" and cfg.loss.family == "energy":
+        cfg = make_cfg("model=ebgan", override)
+    if group == "arch" and option == "began":
+        cfg = make_cfg("model=began", override)
+    validate_config(cfg)
+    assert cfg.model._target_.startswith("src.models.")
+
+
+COMBOS = [(m, a) for m in ("gan", "ebgan", "ebgan_pt", "began") for a in ("mlp", "dcgan", "began")
+          if not (m == "gan" and a == "began")]
+
+
+@pytest.mark.parametrize(("model", "arch"), COMBOS, ids=[f"{m}-{a}" for m, a in COMBOS])
+def test_models_instantiate_on_every_fitting_arch(make_cfg, model, arch):
+    cfg = make_cfg(f"model={model}", f"arch={arch}")
+    validate_config(cfg)
+    module = instantiate(cfg.model)
+    assert type(module).__name__ == {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGANPT", "began": "BEGAN"}[model]
+
+
+def test_loss_that_does_not_fit_the_model_is_named(make_cfg):
+    with pytest.raises(ConfigError, match=r"needs a 'energy' loss: choose loss= one of \['energy_l1', 'energy_l2', 'energy_mse'\]"):
+        validate_config(make_cfg("model=ebgan", "loss=bce_ns"))
+    with pytest.raises(ConfigError, match=r"choose loss= one of \['bce_minimax', 'bce_ns'\]"):
+        validate_config(make_cfg("model=gan", "loss=energy_l2"))
+
+
+def test_arch_without_the_needed_discriminator_is_named(make_cfg):
+    with pytest.raises(ConfigError, match=r"has no classifier discriminator .* choose arch= one of \['dcgan', 'mlp'\]"):
+        validate_config(make_cfg("model=gan", "arch=began"))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.margin=0", "model.margin must be > 0"),
+    ("model.margin=-1", "model.margin must be > 0"),
+])
+def test_ebgan_margin_is_checked(make_cfg, override, message):
+    with pytest.raises(Exception, match=message):
+        instantiate(make_cfg("model=ebgan", override).model)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.gamma=0", r"model.gamma must be in \(0, 1\]"),
+    ("model.gamma=1.5", r"model.gamma must be in \(0, 1\]"),
+    ("model.lambda_k=0", "model.lambda_k must be > 0"),
+])
+def test_began_values_are_checked(make_cfg, override, message):
+    with pytest.raises(Exception, match=message):
+        instantiate(make_cfg("model=began", "arch=began", override).model)
+
+
+def test_negative_pt_weight_is_refused(make_cfg):
+    with pytest.raises(Exception, match="model.pt_weight must be >= 0"):
+        instantiate(make_cfg("model=ebgan_pt", "model.pt_weight=-0.1").model)
+
+
+def test_run_folders_are_unique_per_microsecond():
+    text = (CONF / "hydra" / "default.yaml").read_text()
+    assert "%f" in text and "chdir: false" in text

@@ -1,0 +1,120 @@
+"""The training loop's contracts: who updates what, BEGAN's k_t state, divergence."""
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from src.models import DivergenceError
+from src.training import instantiate_all
+
+MODELS = [("gan", "mlp"), ("ebgan", "mlp"), ("ebgan_pt", "dcgan"), ("began", "began")]
+
+
+def named_grads(module):
+    return {name for name, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize(("model_name", "arch"), MODELS)
+def test_d_step_touches_only_d_and_g_step_only_g(make_cfg, model_name, arch):
+    cfg = make_cfg(f"model={model_name}", f"arch={arch}", "trainer.limit_train_batches=1",
+                   "trainer.limit_val_batches=0")
+    datamodule, model, trainer = instantiate_all(cfg)
+    steps = []
+    original_backward = model.manual_backward
+
+    def spy_backward(loss, *args, **kwargs):
+        model.zero_grad(set_to_none=True)  # see exactly which grads this backward produces
+        g_before = [p.detach().clone() for p in model.generator.parameters()]
+        d_before = [p.detach().clone() for p in model.discriminator.parameters()]
+        original_backward(loss, *args, **kwargs)
+        steps.append((named_grads(model.generator), named_grads(model.discriminator), g_before, d_before))
+
+    model.manual_backward = spy_backward
+    trainer.fit(model, datamodule=datamodule)
+    (g_grads_d_step, d_grads_d_step, g0, d0), (g_grads_g_step, d_grads_g_step, g1, d1) = steps
+    assert not g_grads_d_step and d_grads_d_step, "the D step must give gradients to D only"
+    assert not d_grads_g_step and g_grads_g_step, "the G step must give gradients to G only"
+    # between the D backward and the G backward only D's optimizer stepped: G unchanged, D changed
+    assert all(torch.equal(a, b) for a, b in zip(g0, g1))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, d1))
+    # after the G step, D's weights are still those after its own step
+    assert all(torch.equal(a, b) for a, b in zip(d1, model.discriminator.parameters()))
+
+
+def test_several_d_steps_per_g_step(make_cfg):
+    cfg = make_cfg("model=gan", "model.d_steps_per_g_step=3", "trainer.limit_train_batches=2",
+                   "trainer.limit_val_batches=0")
+    datamodule, model, trainer = instantiate_all(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    optimizer_g, optimizer_d = model.optimizers()
+    assert optimizer_d.optimizer.state[next(model.discriminator.parameters())]["step"].item() == 6
+    assert optimizer_g.optimizer.state[next(model.generator.parameters())]["step"].item() == 2
+
+
+def test_began_k_moves_by_the_control_law_and_survives_a_checkpoint(make_cfg, tmp_path):
+    cfg = make_cfg("model=began", "arch=began", "model.lambda_k=0.05", "trainer.limit_train_batches=4",
+                   "trainer.limit_val_batches=0")
+    datamodule, model, trainer = instantiate_all(cfg)
+    seen = []
+    original = model.after_discriminator_step
+
+    def spy(logs):
+        k_before = model.k.item()
+        original(logs)
+        expected = min(max(k_before + 0.05 * (0.5 * logs["loss_real"].item() - logs["loss_fake"].item()), 0.0), 1.0)
+        seen.append((expected, model.k.item()))
+
+    model.after_discriminator_step = spy
+    trainer.fit(model, datamodule=datamodule)
+    assert len(seen) == 4 and all(e == pytest.approx(k, abs=1e-6) for e, k in seen)
+    assert model.k.item() > 0  # real loss dominates at the start: k grows from 0
+
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["state_dict"]["k"].item() == pytest.approx(model.k.item())
+    restored = instantiate(cfg.model)
+    assert restored.k.item() == 0.0
+    restored.load_state_dict(checkpoint["state_dict"])
+    assert restored.k.item() == pytest.approx(model.k.item())
+
+
+def test_began_halves_the_learning_rates_when_convergence_stalls(make_cfg):
+    cfg = make_cfg("model=began", "arch=began", "model.lr_decay_patience=1", "trainer.max_epochs=3",
+                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=0")
+    datamodule, model, trainer = instantiate_all(cfg)
+    epoch_means = []
+    original = model.on_train_epoch_end
+
+    def spy():
+        epoch_means.append((model.convergence_sum / model.convergence_count).item())
+        original()
+
+    model.on_train_epoch_end = spy
+    trainer.fit(model, datamodule=datamodule)
+    stalls = sum(b >= min(epoch_means[: i + 1]) for i, b in enumerate(epoch_means[1:]))
+    for optimizer in model.optimizers():
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.5**stalls)
+
+
+def test_non_finite_loss_raises_divergence_and_writes_no_checkpoint(make_cfg, tmp_path):
+    cfg = make_cfg("model=ebgan", "model.check_finite_every_n_steps=1", "trainer.limit_val_batches=0")
+    datamodule, model, trainer = instantiate_all(cfg)
+    with torch.no_grad():
+        next(model.generator.parameters()).fill_(float("nan"))
+    with pytest.raises(DivergenceError, match="non-finite discriminator loss at training batch 1"):
+        trainer.fit(model, datamodule=datamodule)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_latent_distributions():
+    from src.nets import MLPAutoEncoder, MLPGenerator
+    from src.models import BEGAN
+
+    model = BEGAN(MLPGenerator(8, 2, 8, (1, 28, 28)), MLPAutoEncoder(2, 8, (1, 28, 28)),
+                  torch.optim.Adam, torch.optim.Adam, energy=lambda x, r: (x - r).abs().flatten(1).mean(1),
+                  latent_distribution="uniform")
+    z = model.sample_latent(10000)
+    assert z.min() >= -1 and z.max() <= 1 and abs(z.mean().item()) < 0.02
+    with pytest.raises(ValueError, match="latent_distribution must be one of"):
+        BEGAN(model.generator, model.discriminator, torch.optim.Adam, torch.optim.Adam, energy=None,
+              latent_distribution="cauchy")

@@ -1,6 +1,7 @@
 """The training loop's contracts: who updates what, BEGAN's k_t state, divergence."""
 
-import lightning as L
+import copy
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -118,3 +119,26 @@ def test_latent_distributions():
     with pytest.raises(ValueError, match="latent_distribution must be one of"):
         BEGAN(model.generator, model.discriminator, torch.optim.Adam, torch.optim.Adam, energy=None,
               latent_distribution="cauchy")
+
+
+def test_batch_statistics_evaluates_like_training_without_moving_running_stats():
+    from src.nets import MLPClassifier
+    from src.nets.batch_norm import batch_statistics
+
+    net = MLPClassifier(3, 8, (1, 4, 4), dropout=True)
+    net.eval()
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    before = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    x = torch.randn(6, 1, 4, 4) * 5 + 3
+    with batch_statistics(net):
+        inside = net(x)
+        assert bn.training and not next(m for m in net.modules() if isinstance(m, torch.nn.Dropout)).training
+    assert not bn.training and bn.momentum == 0.1
+    assert all(torch.equal(a, b) for a, b in zip(before, (bn.running_mean, bn.running_var, bn.num_batches_tracked)))
+    # inside: normalised with this batch's statistics, as in a training forward pass (dropout off)
+    reference = copy.deepcopy(net).train()
+    for m in reference.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+    assert torch.allclose(inside, reference(x), atol=1e-5)
+    assert not torch.allclose(inside, net(x), rtol=0.1, atol=0)

@@ -8,6 +8,8 @@ import torch
 from lightning import LightningModule
 from torch import nn
 
+from src.nets.batch_norm import batch_statistics
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
 
@@ -129,8 +131,9 @@ class AdversarialModel(LightningModule):
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx: int) -> None:
         real = batch[0]
-        fake = self.generator(self.sample_latent(real.shape[0]))
-        logs = self.validation_values(real, fake)
+        fake = self.generator(self.sample_latent(real.shape[0]))  # G in eval mode, as when sampling
+        with batch_statistics(self.discriminator):  # D as it is trained: real and fake normalised apart
+            logs = self.validation_values(real, fake)
         self.log_dict({f"val/{k}": v for k, v in logs.items()}, on_step=False, on_epoch=True,
                       batch_size=real.shape[0])
 

@@ -1,19 +1,21 @@
-"""Turns a run's outcome into what a user sees: clean one-line errors for bad input, the metric for sweepers."""
+"""What a user sees when an entry point fails on bad input: one clear line, no stack trace."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Callable
 
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from src.data.idx import DatasetError
+from src.metrics.classifier import ClassifierError
 from src.utils import ConfigError
 
-log = logging.getLogger("train")
-USER_ERRORS = (ConfigError, DatasetError, InstantiationException, OmegaConfBaseException)
+log = logging.getLogger("entry")
+USER_ERRORS = (ConfigError, DatasetError, ClassifierError, InstantiationException, OmegaConfBaseException, ValueError)
 
 
 def _is_multirun() -> bool:
@@ -29,22 +31,29 @@ def _is_multirun() -> bool:
 def _root_cause(err: BaseException) -> str:
     while err.__cause__ is not None:
         err = err.__cause__
-    return f"{type(err).__name__}: {err}" if not isinstance(err, USER_ERRORS) else str(err)
+    return str(err)
+
+
+def report_user_errors(action: Callable[[DictConfig], object], cfg: DictConfig, key: str | None = None):
+    """Run ``action(cfg)``; on bad input log and print ``error: …`` and exit 2 (in a multirun: return None,
+    so the sweep goes on). Returns ``result[key]`` when ``key`` is given (the sweepers' objective)."""
+    try:
+        result = action(cfg)
+    except USER_ERRORS as err:
+        message = _root_cause(err)
+        log.error("error: %s", message)
+        if _is_multirun():
+            return None
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    if key is None or not isinstance(result, dict):
+        return None
+    return result.get(key)
 
 
 def run_or_report(cfg: DictConfig) -> float | None:
     from src.training import train
 
-    try:
-        result = train(cfg)
-    except (*USER_ERRORS, ValueError) as err:
-        message = _root_cause(err)
-        log.error("error: %s", message)
-        if not _is_multirun():
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(2)
-        return None  # a sweep goes on with the next job
     metric = cfg.get("optimized_metric")
-    if metric:
-        return result["metrics"].get(metric)
-    return None
+    result = report_user_errors(train, cfg, key="metrics")
+    return None if not metric or result is None else result.get(metric)

@@ -128,6 +128,11 @@ class AdversarialModel(LightningModule):
         if not torch.isfinite(loss.detach()).all():
             raise DivergenceError(name, self.train_batches_seen, self.current_epoch)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the resolved run config travels with the weights: evaluate.py / sample.py rebuild the model from it
+        if getattr(self, "run_config", None) is not None:
+            checkpoint["run_config"] = self.run_config
+
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx: int) -> None:
         real = batch[0]

@@ -1,0 +1,56 @@
+"""Scores the generator with IS / FID / KID / mode coverage every N epochs during training."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from lightning import Callback
+
+from src.metrics.scores import GenerativeScores
+
+
+@torch.no_grad()
+def generate(model, n: int, batch_size: int = 1000, seed: int = 0) -> torch.Tensor:
+    """n samples from ``model``'s generator in eval mode, from seeded latents; the global RNG is untouched."""
+    seeded = torch.Generator().manual_seed(seed)
+    was_training = model.generator.training
+    model.generator.eval()
+    chunks = []
+    for start in range(0, n, batch_size):
+        z = model.sample_latent(min(batch_size, n - start), generator=seeded, device="cpu").to(model.device)
+        chunks.append(model.generator(z).float())
+    model.generator.train(was_training)
+    return torch.cat(chunks)
+
+
+class GenerativeMetrics(Callback):
+    """Logs ``val/is``, ``val/is_std``, ``val/fid``, ``val/kid``, ``val/kid_std``, ``val/modes_covered`` and
+    ``val/max_class_share`` after every ``every_n_epochs``-th training epoch and the last one; the real set
+    is the first ``n_real`` images of the test split."""
+
+    def __init__(self, dataset: str, every_n_epochs: int = 1, n_samples: int = 10000, n_real: int = 10000,
+                 kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):
+        if every_n_epochs < 1 or n_samples < 2 or n_real < 2:
+            raise ValueError("callbacks.generative_metrics: every_n_epochs >= 1, n_samples >= 2 and n_real >= 2 needed")
+        self.dataset, self.every_n_epochs, self.n_samples, self.n_real = dataset, every_n_epochs, n_samples, n_real
+        self.kid_subsets, self.kid_subset_size, self.seed = kid_subsets, kid_subset_size, seed
+        self.scores: GenerativeScores | None = None
+
+    def _scores(self, trainer, pl_module) -> GenerativeScores:
+        """Built on first use, on the module's device; the real features are computed once per fit."""
+        if self.scores is None or self.scores.device != pl_module.device:
+            real = trainer.datamodule.splits["test"][0][: self.n_real]
+            self.scores = GenerativeScores(self.dataset, real, pl_module.device, kid_subsets=self.kid_subsets,
+                                           kid_subset_size=self.kid_subset_size, seed=self.seed)
+        return self.scores
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
+            return
+        started = time.perf_counter()
+        result = self._scores(trainer, pl_module).score(generate(pl_module, self.n_samples, seed=self.seed))
+        values = {k: float(v) for k, v in result.items() if k != "class_share"}
+        values["metrics_seconds"] = time.perf_counter() - started
+        pl_module.log_dict({f"val/{k}": v for k, v in values.items()}, on_epoch=True, on_step=False)

@@ -1,0 +1,58 @@
+"""Score a checkpoint: `python src/evaluate.py ckpt_path=<run>/checkpoints/last.ckpt n_samples=10000`.
+
+Prints IS, FID, KID and mode coverage as JSON and writes them to <run>/evaluation.json (or ``out=``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src.utils import register_resolvers  # noqa: E402
+
+register_resolvers()
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    import time
+
+    from src.callbacks.generative_metrics import generate
+    from src.checkpoints import load_checkpoint
+    from src.data import ImageDataModule
+    from src.metrics.scores import GenerativeScores
+    from src.utils import write_json_atomic
+
+    model, run_cfg = load_checkpoint(cfg.ckpt_path)
+    model.to(cfg.device)
+    data = ImageDataModule(dataset=run_cfg.data.dataset, data_dir=cfg.paths.data_dir,
+                           image_size=run_cfg.data.image_size, val_size=run_cfg.data.val_size,
+                           download=run_cfg.data.download)
+    data.setup()
+    started = time.perf_counter()
+    scores = GenerativeScores(run_cfg.data.dataset, data.splits["test"][0][: cfg.n_real], cfg.device,
+                              kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size, seed=cfg.seed)
+    result = scores.score(generate(model, cfg.n_samples, seed=cfg.seed))
+    result.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "model": run_cfg.model._target_,
+                   "dataset": run_cfg.data.dataset, "n_samples": cfg.n_samples, "n_real": cfg.n_real,
+                   "seconds": round(time.perf_counter() - started, 2)})
+    out = Path(cfg.out) if cfg.out else Path(cfg.ckpt_path).resolve().parent.parent / "evaluation.json"
+    write_json_atomic(out, result)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float:
+    from src.entry import report_user_errors
+
+    return report_user_errors(evaluate, cfg, key="fid")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""IS, FID, KID and mode coverage of generated images, computed by torchmetrics on the pinned classifier.
+
+The classifier's conv trunk runs once per image; its 128-d penultimate activations are what FID and
+KID compare (``feature=`` an identity module) and what the inception score's ``feature=`` module (the
+classifier's last linear layer) turns into class logits. One forward pass serves all three scores.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
+
+from src.metrics.classifier import NUM_FEATURES, load_classifier, to_classifier_input
+
+# a class "is covered" when it receives at least this share of the samples (a tenth of uniform's 10 %)
+COVERAGE_THRESHOLD = 0.01
+
+
+class PenultimateFeatures(nn.Module):
+    """FID/KID ``feature=`` module: the input already is the classifier's penultimate activation."""
+
+    num_features = NUM_FEATURES
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+class GenerativeScores:
+    """Scores generated batches against a fixed real set; the real features are computed once.
+
+    ``score(images)`` takes float images in [-1, 1] or uint8 0-255, shape (N, 1, H, W), any H = W
+    (32 px is centre-cropped, other sizes resampled to the classifier's 28 px).
+    """
+
+    def __init__(self, dataset: str, real_images: torch.Tensor, device: torch.device | str = "cpu",
+                 is_splits: int = 10, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                 batch_size: int = 1000, seed: int = 0):
+        self.device, self.batch_size, self.seed = torch.device(device), batch_size, seed
+        self.classifier = load_classifier(dataset, self.device)
+        self.kid_subset_size = kid_subset_size
+        self.inception = InceptionScore(feature=self.classifier.head, splits=is_splits, normalize=False)
+        self.fid = FrechetInceptionDistance(feature=PenultimateFeatures(), reset_real_features=False, normalize=False)
+        self.kid = KernelInceptionDistance(feature=PenultimateFeatures(), reset_real_features=False, normalize=False,
+                                           subsets=kid_subsets, subset_size=kid_subset_size)
+        for metric in (self.inception, self.fid, self.kid):
+            metric.to(self.device)
+        self.num_real = real_images.shape[0]
+        for features in self._features(real_images):
+            self.fid.update(features, real=True)
+            self.kid.update(features, real=True)
+
+    @torch.no_grad()
+    def _features(self, images: torch.Tensor):
+        for start in range(0, images.shape[0], self.batch_size):
+            batch = images[start : start + self.batch_size].to(self.device, non_blocking=True)
+            yield self.classifier.features(to_classifier_input(batch)).float()
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor) -> dict:
+        for metric in (self.inception, self.fid, self.kid):
+            metric.reset()  # real features survive (reset_real_features=False)
+        predicted = []
+        for features in self._features(images):
+            self.inception.update(features)
+            self.fid.update(features, real=False)
+            self.kid.update(features, real=False)
+            predicted.append(self.classifier.head(features).argmax(1))
+        n = images.shape[0]
+        self.kid.subset_size = min(self.kid_subset_size, n, self.num_real)
+        with torch.random.fork_rng(devices=[]):  # IS/KID draw random subsets: fixed, and training RNG untouched
+            torch.manual_seed(self.seed)
+            is_mean, is_std = self.inception.compute()
+            kid_mean, kid_std = self.kid.compute()
+        fid = self.fid.compute()
+        share = torch.bincount(torch.cat(predicted), minlength=10).double().cpu() / n
+        return {
+            "is": is_mean.item(), "is_std": is_std.item(), "fid": fid.item(),
+            "kid": kid_mean.item(), "kid_std": kid_std.item(),
+            "modes_covered": int((share >= COVERAGE_THRESHOLD).sum()),
+            "max_class_share": share.max().item(),
+            "class_share": [round(s, 4) for s in share.tolist()],
+        }

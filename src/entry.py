@@ -12,20 +12,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from src.data.idx import DatasetError
 from src.metrics.classifier import ClassifierError
-from src.utils import ConfigError
+from src.utils import ConfigError, is_multirun
 
 log = logging.getLogger("entry")
 USER_ERRORS = (ConfigError, DatasetError, ClassifierError, InstantiationException, OmegaConfBaseException, ValueError)
-
-
-def _is_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
 
 
 def _root_cause(err: BaseException) -> str:
@@ -42,7 +32,7 @@ def report_user_errors(action: Callable[[DictConfig], object], cfg: DictConfig, 
     except USER_ERRORS as err:
         message = _root_cause(err)
         log.error("error: %s", message)
-        if _is_multirun():
+        if is_multirun():
             return None
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from hydra.utils import get_class
@@ -15,9 +16,29 @@ class ConfigError(ValueError):
     """A config value or combination that cannot work; the message names the key and the allowed values."""
 
 
+def folder_name(text: str, limit: int = 120) -> str:
+    """A folder name for a run's overrides: the text itself, or its start + a hash when it is too long."""
+    if len(text) <= limit:
+        return text or "default"
+    return f"{text[: limit - 17]}-{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("folder_name"):
+        OmegaConf.register_new_resolver("folder_name", folder_name)
+
+
+def is_multirun() -> bool:
+    """True inside a Hydra multirun job (a failing job must then let the sweep go on)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
 
 
 def _options(group: str) -> list[str]:

@@ -1,0 +1,120 @@
+"""In-memory LightningDataModule for the IDX image datasets: uint8 storage, batches as index slices."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningDataModule
+
+from src.data.idx import load_split
+
+NATIVE_SIZE = 28
+
+
+class InMemoryBatches:
+    """Iterates over (images in [-1, 1], labels) batches sliced from uint8 tensors kept in memory.
+
+    Scaling happens per batch, so a whole split costs 1 byte per pixel; no per-sample Python work.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,
+                 drop_last: bool, seed: int = 0, epoch_fn=None):
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed = seed
+        # the shuffle of epoch e depends only on (seed, e): a resumed run sees the same batches as a straight one
+        self.epoch_fn = epoch_fn
+        self.epochs_iterated = 0
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = self.images.shape[0]
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epochs_iterated
+        self.epochs_iterated += 1
+        order = None
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        for i in range(len(self)):
+            if order is None:
+                chunk = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            else:
+                chunk = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield to_signed_unit(self.images[chunk]), self.labels[chunk]
+
+
+def to_signed_unit(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return images_uint8.float().mul_(2.0 / 255.0).sub_(1.0)
+
+
+def resize_uint8(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """[N, H, W] uint8 -> [N, 1, S, S] uint8: zero-pad 28->32 (the conv nets' size), resample otherwise."""
+    images = images.unsqueeze(1)
+    size = images.shape[-1]
+    if image_size == size:
+        return images.contiguous()
+    if image_size > size and (image_size - size) % 2 == 0 and image_size - size <= 4:
+        pad = (image_size - size) // 2
+        return F.pad(images, (pad, pad, pad, pad)).contiguous()
+    resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+class ImageDataModule(LightningDataModule):
+    """MNIST / Fashion-MNIST held in memory as uint8; a seeded fixed train/val split; test kept for metrics."""
+
+    def __init__(self, dataset: str = "mnist", data_dir: str = "data", batch_size: int = 64,
+                 val_size: int = 5000, image_size: int = NATIVE_SIZE, split_seed: int = 12345,
+                 download: bool = True):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if not 0 <= val_size < 60000:
+            raise ValueError(f"data.val_size must be in [0, 60000), got {val_size}")
+        if image_size < 8:
+            raise ValueError(f"data.image_size must be >= 8, got {image_size}")
+        self.dataset, self.data_dir, self.batch_size = dataset, str(data_dir), batch_size
+        self.val_size, self.image_size, self.split_seed = val_size, image_size, split_seed
+        self.allow_download = download
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (1, self.image_size, self.image_size)
+
+    def prepare_data(self) -> None:
+        # Downloads (if needed) and verifies; called once before setup so errors surface before training.
+        load_split(self.dataset, self.data_dir, "test", self.allow_download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        images, labels = load_split(self.dataset, self.data_dir, "train", self.allow_download)
+        images = resize_uint8(images, self.image_size)
+        order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(self.split_seed))
+        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+        self.splits["train"] = (images[train_idx].contiguous(), labels[train_idx].contiguous())
+        self.splits["val"] = (images[val_idx].contiguous(), labels[val_idx].contiguous())
+        test_images, test_labels = load_split(self.dataset, self.data_dir, "test", self.allow_download)
+        self.splits["test"] = (resize_uint8(test_images, self.image_size), test_labels)
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> InMemoryBatches:
+        images, labels = self.splits["train"]
+        return InMemoryBatches(images, labels, self.batch_size, shuffle=True, drop_last=True,
+                               seed=self.split_seed + 1, epoch_fn=self._current_epoch)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        images, labels = self.splits["val"]
+        return InMemoryBatches(images, labels, self.batch_size, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        images, labels = self.splits["test"]
+        return InMemoryBatches(images, labels, self.batch_size, shuffle=False, drop_last=False)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.models.base import DivergenceError
-from src.utils import is_multirun, validate_config, write_json_atomic
+from src.utils import check_paths, is_multirun, validate_config, write_json_atomic
+from src.utils.printing import print_config_tree
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +34,33 @@ def _hydra_runtime() -> dict:
         return {"overrides": [], "choices": {}}
 
 
-def _finite_floats(metrics: dict) -> dict:
-    out = {}
-    for key, value in metrics.items():
-        value = float(value.detach().cpu()) if isinstance(value, torch.Tensor) else float(value)
-        out[key] = value
-    return out
+def _floats(metrics: dict) -> dict:
+    return {key: float(value.detach().cpu()) if isinstance(value, torch.Tensor) else float(value)
+            for key, value in metrics.items()}
+
+
+def _run_tags(cfg: DictConfig, choices: dict) -> list[str]:
+    """The run's tags plus what dashboards filter by: model, arch, dataset."""
+    model = choices.get("model") or cfg.model._target_.rsplit(".", 1)[-1].lower()
+    arch = choices.get("arch") or cfg.arch.generator._target_.rsplit(".", 1)[-1].replace("Generator", "").lower()
+    return list(dict.fromkeys([*cfg.get("tags", []), model, arch, cfg.data.dataset]))
 
 
 def instantiate_all(cfg: DictConfig):
     """Build (datamodule, model, trainer) from a composed config, checking it first."""
     validate_config(cfg)
+    check_paths(cfg)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    tags = _run_tags(cfg, _hydra_runtime()["choices"])
+    loggers = [instantiate(c, **({"tags": tags} if "tags" in c else {})) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
                           enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks))
+    for logger in trainer.loggers:
+        logger.log_hyperparams(model.run_config)
     return datamodule, model, trainer
 
 
@@ -66,12 +78,39 @@ def completed_before(output_dir: Path, overrides: list[str]) -> dict | None:
     return None
 
 
+@contextmanager
+def sigterm_as_interrupt():
+    """Preemption (SIGTERM) takes Ctrl-C's path: Lightning stops cleanly and a checkpoint is saved."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _close_wandb(trainer, failed: bool) -> None:
+    """Each run closes its W&B run, also on failure, so runs of a multirun never merge."""
+    if any(type(logger).__name__ == "WandbLogger" for logger in trainer.loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
+
+
 def train(cfg: DictConfig) -> dict:
     """Train one run and write ``<output_dir>/metrics.json``; returns what was written.
 
     A run that already completed in this folder with the same overrides is not trained again.
     Divergence (NaN/inf) and crashes are recorded as status ``diverged`` / ``failed``; a crash is
-    re-raised outside a multirun, so a single run still shows its traceback.
+    re-raised outside a multirun, so a single run still shows its traceback. Ctrl-C / SIGTERM record
+    ``interrupted`` (after a checkpoint is saved) and stop, a sweep too.
     """
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
@@ -85,19 +124,25 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)
+    if cfg.get("print_config", True):
+        print_config_tree(cfg, save_to=output_dir / "config_tree.log")
 
-    status, failure, crash = "completed", None, None
+    status, failure, reraise = "completed", None, None
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        with sigterm_as_interrupt():
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except DivergenceError as err:
         status, failure = "diverged", {"message": str(err), "loss": err.loss_name, "batch": err.batch,
                                        "epoch": err.epoch}
         log.error("run diverged: %s; the last checkpoint (if any) holds the last good weights", err)
+    except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into sys.exit(1) after its teardown
+        status, failure, reraise = "interrupted", {"message": f"{type(err).__name__}: {err}"}, err
     except Exception as err:  # recorded, then re-raised unless a sweep must go on
-        status, failure, crash = "failed", {"message": f"{type(err).__name__}: {err}"}, err
+        status, failure = "failed", {"message": f"{type(err).__name__}: {err}"}
+        reraise = None if is_multirun() else err
         log.exception("run failed")
-    if status == "completed" and trainer.interrupted:
-        status = "interrupted"
+    finally:
+        _close_wandb(trainer, failed=status != "completed")
 
     result = {
         "status": status,
@@ -105,11 +150,11 @@ def train(cfg: DictConfig) -> dict:
         "wall_time_s": round(time.time() - started, 3),
         "epochs_completed": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
-        "metrics": _finite_floats(trainer.callback_metrics),
+        "metrics": _floats(trainer.callback_metrics),
         **runtime,
     }
     write_json_atomic(output_dir / "metrics.json", result)
     log.info("status %s after %.1f s; results in %s", status, result["wall_time_s"], output_dir / "metrics.json")
-    if crash is not None and not is_multirun():
-        raise crash
+    if reraise is not None:
+        raise reraise
     return result

@@ -47,11 +47,20 @@ def test_cli_trains_from_any_folder(tmp_path, data_dir):
     assert "model=ebgan_pt" in written["overrides"] and written["choices"]["loss"] == "energy_l2"
 
 
-def test_cli_without_data_prints_one_clear_error(tmp_path):
+def test_cli_with_a_data_dir_that_does_not_exist_says_so(tmp_path):
     missing = tmp_path / "nowhere"
-    done = run_cli(tmp_path, "data.download=false", env_extra={"DATA_DIR": str(missing)})
+    done = run_cli(tmp_path, env_extra={"DATA_DIR": str(missing)})
     assert done.returncode == 2
-    assert f"error: mnist not found in {missing}/MNIST/raw" in done.stderr
+    assert f"error: paths.data_dir={missing} does not exist; set DATA_DIR" in done.stderr
+    assert "Traceback" not in done.stderr and not missing.exists()
+
+
+def test_cli_without_data_prints_one_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = run_cli(tmp_path, "data.download=false", env_extra={"DATA_DIR": str(empty)})
+    assert done.returncode == 2
+    assert f"error: mnist not found in {empty}/MNIST/raw" in done.stderr
     assert "DATA_DIR" in done.stderr and "train-images-idx3-ubyte[.gz]" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -1,4 +1,5 @@
 from src.callbacks.generative_metrics import GenerativeMetrics, generate
+from src.callbacks.interrupt import CheckpointOnInterrupt
 from src.callbacks.sample_grid import SampleGrid
 
-__all__ = ["GenerativeMetrics", "SampleGrid", "generate"]
+__all__ = ["CheckpointOnInterrupt", "GenerativeMetrics", "SampleGrid", "generate"]

@@ -132,6 +132,16 @@ class AdversarialModel(LightningModule):
         # the resolved run config travels with the weights: evaluate.py / sample.py rebuild the model from it
         if getattr(self, "run_config", None) is not None:
             checkpoint["run_config"] = self.run_config
+        # latents and dropout draw from the global RNGs: saved so a resumed run continues the same streams
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state(),
+                                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["cuda"])
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -86,3 +86,33 @@ def validate_config(cfg: DictConfig) -> type:
             f"which model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
         )
     return model_cls
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """The data folder and the checkpoint to resume from exist and fit, before anything is trained."""
+    from src.data.idx import DATASETS, locate_raw_dir
+
+    data_dir = Path(cfg.paths.data_dir)
+    spec = DATASETS.get(cfg.data.dataset)
+    if spec is None:
+        raise ConfigError(f"data.dataset={cfg.data.dataset!r} is unknown; allowed: {sorted(DATASETS)} (data= one of "
+                          f"{_options('data')})")
+    # a missing folder is an error, except the project's own data/ (created for the first download)
+    if not data_dir.is_dir() and data_dir != PROJECT_ROOT / "data" and locate_raw_dir(spec, data_dir) is None:
+        raise ConfigError(f"paths.data_dir={data_dir} does not exist; set DATA_DIR (or paths.data_dir) to the folder "
+                          f"holding {spec.folder}/raw/")
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        import torch
+
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={path}: no such file (a run keeps it at <run>/checkpoints/last.ckpt)")
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=False).get("run_config") or {}
+        except Exception as err:
+            raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({err})") from err
+        saved_model = (saved.get("model") or {}).get("_target_")
+        if saved_model and saved_model != cfg.model._target_:
+            raise ConfigError(f"ckpt_path={path} holds a {saved_model} model, but this run configures "
+                              f"{cfg.model._target_}: choose the matching model= or another checkpoint")

@@ -1,0 +1,148 @@
+"""Exact resume, preemption, W&B offline logging, and bad input refused before training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from src.training import train
+from src.utils import PROJECT_ROOT, ConfigError, check_paths
+
+
+def final_weights(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.parametrize(("model", "arch"), [("ebgan_pt", "mlp"), ("began", "began")])
+def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_factory, model, arch):
+    steps = [f"model={model}", f"arch={arch}", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
+             "trainer.deterministic=true", "model.lr_decay_patience=1" if model == "began" else "model.margin=10"]
+    straight_dir, half_dir, resumed_dir = (tmp_path_factory.mktemp(n) for n in ("straight", "half", "resumed"))
+
+    def run(folder, epochs, *extra):
+        cfg = make_cfg(*steps, f"trainer.max_epochs={epochs}", *extra)
+        cfg.paths.output_dir = str(folder)
+        assert train(cfg)["status"] == "completed"
+        return folder / "checkpoints" / "last.ckpt"
+
+    straight = final_weights(run(straight_dir, 4))
+    half = run(half_dir, 2)
+    resumed = final_weights(run(resumed_dir, 4, f"ckpt_path={half}"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    if model == "began":
+        assert straight["k"].item() > 0 and torch.equal(straight["k"], resumed["k"])
+
+
+def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path, data_dir):
+    command = [sys.executable, str(PROJECT_ROOT / "src" / "train.py"), f"hydra.run.dir={tmp_path}", "logger=csv",
+               "trainer.accelerator=cpu", "trainer.max_epochs=50", "callbacks.progress_bar=null",
+               "callbacks.generative_metrics=null", "arch.sizeG=64", "arch.sizeD=32", "model=ebgan",
+               "trainer.log_every_n_steps=1", "print_config=false"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "DATA_DIR": data_dir, "WANDB_MODE": "disabled"})
+    metrics_csv = tmp_path / "csv" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics_csv.is_file() or (tmp_path / "csv" / "hparams.yaml").is_file()):
+        time.sleep(0.5)
+    time.sleep(3)  # well inside the first epochs
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["status"] == "interrupted", output[-2000:]
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] > 0 and "rng_state" in checkpoint
+
+
+def read_wandb_records(path):
+    """Records of an offline .wandb file: a LevelDB-style log (32 KiB blocks, 7-byte chunk headers) of protobufs."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, pending, records = path.read_bytes(), 7, b"", []
+    while pos < len(data):
+        left = 32768 - pos % 32768
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pos += 7
+        if length == 0 and kind == 0:
+            pos += left - 7
+            continue
+        chunk, pos = data[pos : pos + length], pos + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def test_wandb_offline_writes_its_run_files(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg("model=ebgan", "logger=wandb", "tags=[smoke]", "task_name=my_sweep")
+    assert train(cfg)["status"] == "completed"
+    import wandb
+
+    assert wandb.run is None  # closed, so the next run of a multirun starts its own
+    runs = list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(runs) == 1
+    records = read_wandb_records(runs[0])
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.run_group == "my_sweep" and run.job_type == "train"
+    assert list(run.tags) == ["smoke", "ebgan", "mlp", "mnist"]
+    keys = {kind: set() for kind in ("history", "config")}
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            keys[kind] |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+        elif kind == "config":
+            keys[kind] |= {item.key or "/".join(item.nested_key) for item in record.config.update}
+    assert {"model", "arch", "loss", "data", "trainer"} <= keys["config"]
+    assert {"train/energy_real", "train/energy_fake", "train/loss_d", "train/loss_g", "train/fake_inside_margin",
+            "val/energy_real", "samples/filenames"} <= keys["history"]
+    assert any(r.WhichOneof("record_type") == "exit" and r.exit.exit_code == 0 for r in records)
+
+
+def test_csv_and_tensorboard_loggers_combine(make_cfg, tmp_path):
+    cfg = make_cfg("model=gan", "logger=[csv,tensorboard]")
+    assert train(cfg)["status"] == "completed"
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_checkpoint_path_that_does_not_exist(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="ckpt_path=.*missing.ckpt: no such file"):
+        check_paths(make_cfg(f"ckpt_path={tmp_path / 'missing.ckpt'}"))
+
+
+def test_checkpoint_of_another_model_is_refused(make_cfg, tmp_path):
+    assert train(make_cfg("model=ebgan"))["status"] == "completed"
+    with pytest.raises(ConfigError, match="holds a src.models.EBGAN model, but this run configures src.models.GAN"):
+        check_paths(make_cfg("model=gan", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model=nosuchmodel"], "Could not find 'model/nosuchmodel'"),
+    (["model=ebgan", "model.margin=-1"], "error: model.margin must be > 0, got -1"),
+    (["model=began", "arch=began", "model.gamma=2"], r"error: model.gamma must be in (0, 1], got 2"),
+    (["model=ebgan", "loss=bce_ns"], "needs a 'energy' loss: choose loss= one of"),
+])
+def test_bad_input_stops_before_training_with_a_message(tmp_path, data_dir, overrides, message):
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "src" / "train.py"), f"hydra.run.dir={tmp_path}",
+                           "logger=none", *overrides], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DATA_DIR": data_dir})
+    assert done.returncode != 0 and message in done.stderr
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
+    if "nosuchmodel" in overrides[0]:
+        assert "Available options in 'model'" in done.stderr and "ebgan_pt" in done.stderr

@@ -35,6 +35,7 @@ class DigitClassifier(nn.Module):
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
+        self.feature_scale = 1.0  # set from the manifest at load (see load_classifier)
 
         def stage(cin, cout):
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
@@ -45,11 +46,19 @@ class DigitClassifier(nn.Module):
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(NUM_FEATURES, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The raw penultimate activations (what the head reads)."""
         return self.embed(self.conv(x))
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations at unit RMS on real data: the FID/KID feature space."""
+        return self.embedding(x) / self.feature_scale
+
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features * self.feature_scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x)))
+        return self.head(self.dropout(self.embedding(x)))
 
 
 def to_classifier_input(images: torch.Tensor) -> torch.Tensor:
@@ -82,7 +91,12 @@ def read_manifest() -> dict:
 
 
 def load_classifier(dataset: str, device: torch.device | str = "cpu") -> DigitClassifier:
-    """The pinned classifier for ``dataset`` in eval mode, after checking its file's sha256."""
+    """The pinned classifier for ``dataset`` in eval mode, after checking its file's sha256.
+
+    ``feature_scale`` (from the manifest) divides the penultimate features so that they have unit RMS on
+    the real test split: KID's polynomial kernel (gamma = 1/d) and FID then sit on the scale they were
+    designed for, whatever the magnitude of this network's activations.
+    """
     entry = read_manifest().get(dataset)
     if entry is None:
         raise ClassifierError(
@@ -100,29 +114,5 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> DigitCl
         )
     model = DigitClassifier()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.feature_scale = float(entry.get("feature_scale", 1.0))
     return model.eval().requires_grad_(False).to(device)
-
-
-class ClassifierLogits(nn.Module):
-    """torchmetrics ``feature=`` module for the inception score: images -> class logits."""
-
-    def __init__(self, classifier: DigitClassifier):
-        super().__init__()
-        self.classifier = classifier
-        self.num_features = classifier.head.out_features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(to_classifier_input(images))
-
-
-class ClassifierFeatures(nn.Module):
-    """torchmetrics ``feature=`` module for FID / KID: images -> 128-d penultimate features."""
-
-    num_features = NUM_FEATURES
-
-    def __init__(self, classifier: DigitClassifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(to_classifier_input(images))

@@ -1,8 +1,9 @@
 """IS, FID, KID and mode coverage of generated images, computed by torchmetrics on the pinned classifier.
 
-The classifier's conv trunk runs once per image; its 128-d penultimate activations are what FID and
-KID compare (``feature=`` an identity module) and what the inception score's ``feature=`` module (the
-classifier's last linear layer) turns into class logits. One forward pass serves all three scores.
+The classifier's conv trunk runs once per image; its 128-d penultimate activations (scaled to unit RMS
+on real data) are what FID and KID compare (``feature=`` an identity module) and what the inception
+score's ``feature=`` module (the classifier's last linear layer) turns into class logits. One forward
+pass serves all three scores.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ class PenultimateFeatures(nn.Module):
         return features
 
 
+class FeaturesToLogits(nn.Module):
+    """IS ``feature=`` module: the classifier's head on (unit-RMS) penultimate features -> class logits."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier.logits_from_features(features)
+
+
 class GenerativeScores:
     """Scores generated batches against a fixed real set; the real features are computed once.
 
@@ -39,7 +51,7 @@ class GenerativeScores:
         self.device, self.batch_size, self.seed = torch.device(device), batch_size, seed
         self.classifier = load_classifier(dataset, self.device)
         self.kid_subset_size = kid_subset_size
-        self.inception = InceptionScore(feature=self.classifier.head, splits=is_splits, normalize=False)
+        self.inception = InceptionScore(feature=FeaturesToLogits(self.classifier), splits=is_splits, normalize=False)
         self.fid = FrechetInceptionDistance(feature=PenultimateFeatures(), reset_real_features=False, normalize=False)
         self.kid = KernelInceptionDistance(feature=PenultimateFeatures(), reset_real_features=False, normalize=False,
                                            subsets=kid_subsets, subset_size=kid_subset_size)
@@ -65,7 +77,7 @@ class GenerativeScores:
             self.inception.update(features)
             self.fid.update(features, real=False)
             self.kid.update(features, real=False)
-            predicted.append(self.classifier.head(features).argmax(1))
+            predicted.append(self.classifier.logits_from_features(features).argmax(1))
         n = images.shape[0]
         self.kid.subset_size = min(self.kid_subset_size, n, self.num_real)
         with torch.random.fork_rng(devices=[]):  # IS/KID draw random subsets: fixed, and training RNG untouched

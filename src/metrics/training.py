@@ -66,12 +66,25 @@ def train_classifier(dataset: str, data_dir: str, epochs: int = 6, batch_size: i
         log.info("epoch %d: loss %.4f, test accuracy %.4f (%.0f s)", epoch, loss.item(),
                  accuracy(model, test_images, test_labels), time.time() - started)
     report = {"dataset": dataset, "test_accuracy": accuracy(model, test_images, test_labels), "epochs": epochs,
-              "seed": seed, "train_seconds": round(time.time() - started, 1)}
+              "seed": seed, "train_seconds": round(time.time() - started, 1),
+              "feature_scale": feature_scale(model, test_images)}
     return model.eval(), report
 
 
+@torch.no_grad()
+def feature_scale(model: DigitClassifier, images_uint8: torch.Tensor, batch_size: int = 1000) -> float:
+    """RMS of the raw penultimate activations over real images (the divisor that gives them unit RMS)."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(images_uint8), batch_size):
+        embedding = model.embedding(to_signed_unit(images_uint8[start : start + batch_size].unsqueeze(1)))
+        total += embedding.double().pow(2).sum().item()
+        count += embedding.numel()
+    return (total / count) ** 0.5
+
+
 def pin_classifier(model: DigitClassifier, report: dict) -> dict:
-    """Save the weights under weights/ and record their sha256 and test accuracy in the manifest."""
+    """Save the weights under weights/ and record their sha256, test accuracy and feature scale in the manifest."""
     dataset = report["dataset"]
     path = WEIGHTS_DIR / f"{dataset}_classifier.pt"
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -87,11 +87,17 @@ def headline(rows: list[dict], is_threshold: float) -> list[dict]:
     return out
 
 
-def _histograms(rows, key, path, title, lower_is_better=False):
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _histograms(rows, key, path, title, lower_is_better=False):
+    plt = _pyplot()
 
     models = [m for m in ("GAN", "EBGAN", "EBGAN-PT", "BEGAN") if _scored(rows, m, key)]
     panels = [("all runs", lambda r: True),
@@ -120,10 +126,7 @@ def _histograms(rows, key, path, title, lower_is_better=False):
 
 
 def _gan_optimizers(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     gan = _scored(rows, "GAN")
     if not gan:
@@ -141,11 +144,9 @@ def _gan_optimizers(rows, path):
 
 
 def _best_samples(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.image as mpimg
-    import matplotlib.pyplot as plt
+
+    plt = _pyplot()
 
     best = []
     for model in ("GAN", "EBGAN", "EBGAN-PT", "BEGAN"):

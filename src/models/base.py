@@ -96,21 +96,13 @@ class AdversarialModel(LightningModule):
                 fake = self.generator(self.sample_latent(real.shape[0]))
             self.toggle_optimizer(optimizer_d)
             loss_d, logs_d = self.discriminator_loss(real, fake.detach())
-            if check:
-                self._raise_if_not_finite(loss_d, "discriminator loss")
-            optimizer_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            optimizer_d.step()
+            self._update(optimizer_d, loss_d, "discriminator loss", check)
             self.untoggle_optimizer(optimizer_d)
             self.after_discriminator_step(logs_d)
 
         self.toggle_optimizer(optimizer_g)
         loss_g, logs_g = self.generator_loss(fake)
-        if check:
-            self._raise_if_not_finite(loss_g, "generator loss")
-        optimizer_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
-        optimizer_g.step()
+        self._update(optimizer_g, loss_g, "generator loss", check)
         self.untoggle_optimizer(optimizer_g)
 
         if self._is_log_step():
@@ -118,6 +110,14 @@ class AdversarialModel(LightningModule):
                     "lr_d": optimizer_d.param_groups[0]["lr"]}
             self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False,
                           prog_bar=False)
+
+    def _update(self, optimizer, loss: torch.Tensor, name: str, check_finite: bool) -> None:
+        """zero_grad -> manual_backward -> step, refusing a non-finite loss before it reaches the weights."""
+        if check_finite:
+            self._raise_if_not_finite(loss, name)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
 
     def _is_log_step(self) -> bool:
         # self.log on every step costs more than a small MLP step; log on the trainer's interval only.

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from omegaconf import OmegaConf  # noqa: E402
 
 MODEL_NAMES = {"GAN": "GAN", "EBGAN": "EBGAN", "EBGANPT": "EBGAN-PT", "BEGAN": "BEGAN"}
+CHOICE_NAMES = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT", "began": "BEGAN"}
 COLUMNS = ["model", "nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr", "status",
            "wall_time_s", "is", "is_std", "fid", "kid", "modes_covered", "overrides", "folder"]
 
@@ -49,7 +50,7 @@ def collect(folder: Path) -> list[dict]:
             "optimD": _optimizer_name(cfg.model.get("optimizer_d")),
             "optimG": _optimizer_name(cfg.model.get("optimizer_g")),
             "lr": cfg.model.optimizer_g.lr if cfg.model.get("optimizer_g") else "",
-            "status": result.get("status", "crashed (no metrics.json)"),
+            "status": result.get("status", "no metrics.json (crashed or running)"),
             "wall_time_s": result.get("wall_time_s", ""),
             "is": metrics.get("val/is", ""), "is_std": metrics.get("val/is_std", ""),
             "fid": metrics.get("val/fid", ""), "kid": metrics.get("val/kid", ""),
@@ -57,10 +58,11 @@ def collect(folder: Path) -> list[dict]:
             "overrides": " ".join(overrides), "folder": str(job_dir),
         })
     if (folder / "multirun.yaml").is_file():
+        choice = OmegaConf.select(OmegaConf.load(folder / "multirun.yaml"), "hydra.runtime.choices.model")
         for job in jobs_of_multirun(folder):
             if tuple(sorted(job)) not in seen:
-                rows.append({**{c: "" for c in COLUMNS}, "model": folder.name, "status": "missing (never ran)",
-                             "overrides": " ".join(job), "folder": str(folder)})
+                rows.append({**{c: "" for c in COLUMNS}, "model": CHOICE_NAMES.get(choice, folder.name),
+                             "status": "missing (never ran)", "overrides": " ".join(job), "folder": str(folder)})
     return rows
 
 
@@ -158,10 +160,13 @@ def _best_samples(rows, path):
                 best.append((model, top, grid))
     if not best:
         return False
-    fig, axes = plt.subplots(1, len(best), figsize=(4 * len(best), 4.4))
+    fig, axes = plt.subplots(1, len(best), figsize=(4 * len(best), 4.8))
     for ax, (model, top, grid) in zip(axes if len(best) > 1 else [axes], best):
         ax.imshow(mpimg.imread(grid), cmap="gray")
-        ax.set_title(f"{model}: IS {top['is']:.2f}, FID {top['fid']:.1f}\n{top['overrides']}", fontsize=7)
+        label = f"G {top['nLayerG']}x{top['sizeG']}, D {top['nLayerD']}x{top['sizeD']}"
+        if top["optimD"]:
+            label += f", {top['optimD']}/{top['optimG']} lr {top['lr']:g}"
+        ax.set_title(f"{model}: IS {top['is']:.2f}, FID {top['fid']:.1f}\n{label}", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -191,7 +196,7 @@ def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> d
     }
     lines = ["# Grid report", "", f"Sweeps: {', '.join(str(f) for f in folders)}", "",
              "IS / FID / KID from the project's pinned MNIST classifier (src/metrics); real MNIST test digits score "
-             "IS 9.9. `share IS >= t` counts over all runs of the model, failed and missing ones included.", ""]
+             "IS 9.80. `share IS >= t` counts over all runs of the model, failed and missing ones included.", ""]
     if summary:
         keys = list(summary[0])
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

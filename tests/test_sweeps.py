@@ -25,7 +25,10 @@ def test_gan_grid_crosses_optimizers_and_learning_rates():
     jobs = sweep_jobs("gan_mnist_grid")
     combos = {tuple(o for o in job if "optimizer" in o) for job in jobs}
     assert len(combos) == 2 * 2 * 3
-    assert all(len({j[0] for j in jobs}) == 4 for _ in [0])
+    assert {o for job in jobs for o in job if o.startswith("model.optimizer_g.lr=")} == {
+        "model.optimizer_g.lr=0.01", "model.optimizer_g.lr=0.001", "model.optimizer_g.lr=0.0001"}
+    assert {o for job in jobs for o in job if o.startswith("arch.sizeG=")} == {
+        f"arch.sizeG={n}" for n in (400, 800, 1600, 3200)}
 
 
 TINY_SWEEP = [

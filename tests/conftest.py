@@ -37,7 +37,7 @@ TINY = {
 FAST = [
     "data.batch_size=16", "data.val_size=64", "trainer.accelerator=cpu", "trainer.max_epochs=1",
     "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
-    "+trainer.enable_model_summary=false", "logger=none", "print_config=false",
+    "trainer.enable_model_summary=false", "logger=none", "print_config=false",
 ]
 
 

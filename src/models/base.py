@@ -121,8 +121,9 @@ class AdversarialModel(LightningModule):
 
     def _is_log_step(self) -> bool:
         # self.log on every step costs more than a small MLP step; log on the trainer's interval only.
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        return self.train_batches_seen % max(every, 1) == 0  # the batches on which Lightning writes logs
+        if self._trainer is None:  # outside a Trainer (benchmarks, notebooks) nothing is logged
+            return False
+        return self.train_batches_seen % max(self.trainer.log_every_n_steps, 1) == 0  # when Lightning writes logs
 
     def _raise_if_not_finite(self, loss: torch.Tensor, name: str) -> None:
         if not torch.isfinite(loss.detach()).all():

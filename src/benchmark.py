@@ -1,0 +1,206 @@
+"""Speed benchmark: `python src/benchmark.py [--batches 150] [--out outputs/benchmark.json]`.
+
+Measured side by side in one process, for the small / medium / largest cells of the paper's MLP grid and
+for arch=dcgan / arch=began (EBGAN-PT / BEGAN):
+1. training throughput (batches/s) of the project's Lightning loop (default callbacks and CSV logging,
+   no generative metrics) vs a plain PyTorch loop with the same nets, optimisers, losses and batches;
+2. achieved GFLOP/s of a training step (FLOPs counted by torch.utils.flop_counter) vs this machine's
+   measured fp32 matmul throughput (the roofline);
+3. the share of step time spent producing batches;
+4. the time of IS + FID + KID on 10 000 samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic  # noqa: E402
+
+CELLS = {
+    "mlp small (2x400 / 2x128)": ["model=ebgan", "arch=mlp", "arch.nLayerG=2", "arch.sizeG=400", "arch.nLayerD=2",
+                                  "arch.sizeD=128"],
+    "mlp medium (3x800 / 3x256)": ["model=ebgan", "arch=mlp", "arch.nLayerG=3", "arch.sizeG=800", "arch.nLayerD=3",
+                                   "arch.sizeD=256"],
+    "mlp largest (5x3200 / 5x1024)": ["model=ebgan", "arch=mlp", "arch.nLayerG=5", "arch.sizeG=3200",
+                                      "arch.nLayerD=5", "arch.sizeD=1024"],
+    "dcgan, EBGAN-PT": ["model=ebgan_pt", "arch=dcgan"],
+    "began, BEGAN": ["model=began", "arch=began"],
+}
+
+
+def compose_cfg(overrides: list[str], output_dir: str, data_dir: str):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, "logger=csv", "print_config=false",
+                                                      "trainer.accelerator=cpu", "trainer.enable_model_summary=false"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = output_dir
+        cfg.paths.data_dir = data_dir
+        cfg.callbacks.pop("generative_metrics", None)
+        cfg.callbacks.pop("progress_bar", None)
+    return cfg
+
+
+def matmul_roofline(size: int = 2048, repeats: int = 20) -> float:
+    """Measured fp32 GFLOP/s of a square matmul on this machine (the best of a few rounds)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def plain_step(model, optimizer_g, optimizer_d, real):
+    """One training batch in plain PyTorch: the same work as AdversarialModel.training_step (D frozen in G's step)."""
+    fake = model.generator(model.sample_latent(real.shape[0]))
+    loss_d, _ = model.discriminator_loss(real, fake.detach())
+    optimizer_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    optimizer_d.step()
+    model.after_discriminator_step(_)
+    model.discriminator.requires_grad_(False)
+    loss_g, _ = model.generator_loss(fake)
+    optimizer_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    optimizer_g.step()
+    model.discriminator.requires_grad_(True)
+
+
+def batches_per_second_plain(model, datamodule, batches: int, warmup: int = 10) -> tuple[float, float]:
+    """(batches/s of the plain loop, seconds spent producing batches per batch)."""
+    optimizer_g, optimizer_d = model.configure_optimizers()
+    model.train()
+    loader = iter(datamodule.train_dataloader())
+    for _ in range(warmup):
+        plain_step(model, optimizer_g, optimizer_d, next(loader)[0])
+    produce = 0.0
+    started = time.perf_counter()
+    for _ in range(batches):
+        t = time.perf_counter()
+        real = next(loader)[0]
+        produce += time.perf_counter() - t
+        plain_step(model, optimizer_g, optimizer_d, real)
+    return batches / (time.perf_counter() - started), produce / batches
+
+
+class BatchTimer:
+    """Times training batches inside Lightning, after a warm-up."""
+
+    def __init__(self, warmup: int):
+        from lightning import Callback
+
+        timer = self
+
+        class _Callback(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if batch_idx == warmup:
+                    timer.started = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                timer.ended, timer.count = time.perf_counter(), batch_idx + 1 - warmup
+
+        self.callback, self.started, self.ended, self.count = _Callback(), 0.0, 0.0, 0
+
+
+def batches_per_second_lightning(cfg, batches: int, warmup: int = 10) -> float:
+    from omegaconf import open_dict
+
+    from src.training import instantiate_all
+
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 1
+        cfg.trainer.limit_train_batches = batches + warmup
+        cfg.trainer.limit_val_batches = 0
+    datamodule, model, trainer = instantiate_all(cfg)
+    timer = BatchTimer(warmup)
+    trainer.callbacks.append(timer.callback)
+    trainer.fit(model, datamodule=datamodule)
+    return timer.count / (timer.ended - timer.started)
+
+
+def step_flops(model, datamodule) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    optimizer_g, optimizer_d = model.configure_optimizers()
+    real = next(iter(datamodule.train_dataloader()))[0]
+    with FlopCounterMode(display=False) as counter:
+        plain_step(model, optimizer_g, optimizer_d, real)
+    return float(counter.get_total_flops())
+
+
+def metrics_seconds(data_dir: str, n: int = 10000) -> dict:
+    from src.data import load_split
+    from src.metrics.scores import GenerativeScores
+
+    real = load_split("mnist", data_dir, "test", False)[0].unsqueeze(1)
+    started = time.perf_counter()
+    scores = GenerativeScores("mnist", real[:n], kid_subset_size=min(1000, n))
+    setup = time.perf_counter() - started
+    fake = load_split("mnist", data_dir, "train", False)[0][:n].unsqueeze(1).float() / 127.5 - 1
+    started = time.perf_counter()
+    scores.score(fake)
+    return {"samples": n, "real_features_s": setup, "is_fid_kid_s": time.perf_counter() - started}
+
+
+def main(argv=None) -> dict:
+    from hydra.utils import instantiate
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, default=150, help="timed batches per loop (after 10 warm-up)")
+    parser.add_argument("--cells", nargs="*", default=list(CELLS), help="which cells (default: all)")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "outputs" / "benchmark.json")
+    parser.add_argument("--roofline-size", type=int, default=2048, help="square matmul size for the roofline")
+    parser.add_argument("--metrics-samples", type=int, default=10000, help="samples scored for the metrics time")
+    args = parser.parse_args(argv)
+    register_resolvers()
+    data_dir = os.environ.get("DATA_DIR", str(PROJECT_ROOT / "data"))
+    roofline = matmul_roofline(args.roofline_size)
+    print(f"fp32 matmul roofline: {roofline:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cells:
+            cfg = compose_cfg(CELLS[name], tmp, data_dir)
+            datamodule = instantiate(cfg.data)
+            datamodule.setup("fit")
+            torch.manual_seed(0)
+            model = instantiate(cfg.model)
+            flops = step_flops(copy.deepcopy(model), datamodule)
+            plain, produce = batches_per_second_plain(model, datamodule, args.batches)
+            lightning = batches_per_second_lightning(cfg, args.batches)
+            rows.append({"cell": name, "plain_batches_s": plain, "lightning_batches_s": lightning,
+                         "lightning_vs_plain": lightning / plain, "gflop_per_batch": flops / 1e9,
+                         "gflops_plain": flops * plain / 1e9, "roofline_share": flops * plain / 1e9 / roofline,
+                         "batch_production_share": produce * plain})
+            r = rows[-1]
+            print(f"{name:30} plain {r['plain_batches_s']:7.1f}/s  lightning {r['lightning_batches_s']:7.1f}/s  "
+                  f"ratio {r['lightning_vs_plain']:.3f}  {r['gflops_plain']:6.1f} GFLOP/s "
+                  f"({100 * r['roofline_share']:.0f} % of roofline)  batches {100 * r['batch_production_share']:.1f} %")
+    scoring = metrics_seconds(data_dir, args.metrics_samples)
+    print(f"IS + FID + KID on {scoring['samples']} samples: {scoring['is_fid_kid_s']:.2f} s "
+          f"(+ {scoring['real_features_s']:.2f} s once for the real features)")
+    result = {"roofline_gflops": roofline, "threads": torch.get_num_threads(), "cells": rows, "metrics": scoring,
+              "torch": torch.__version__}
+    write_json_atomic(args.out, result)
+    print(f"written to {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,9 @@ from src.metrics.classifier import ClassifierError
 from src.utils import ConfigError, is_multirun
 
 log = logging.getLogger("entry")
-USER_ERRORS = (ConfigError, DatasetError, ClassifierError, InstantiationException, OmegaConfBaseException, ValueError)
+# ValueErrors from the models' and data module's argument checks arrive wrapped in InstantiationException;
+# any other exception is a bug and keeps its traceback.
+USER_ERRORS = (ConfigError, DatasetError, ClassifierError, InstantiationException, OmegaConfBaseException)
 
 
 def _root_cause(err: BaseException) -> str:

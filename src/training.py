@@ -64,6 +64,14 @@ def instantiate_all(cfg: DictConfig):
     return datamodule, model, trainer
 
 
+# how a run is launched, not what it computes: ignored when a sweep decides whether a run is done
+LAUNCH_ONLY_KEYS = {"torch_threads", "hydra.launcher.n_jobs", "hydra/launcher", "hydra.sweep.dir"}
+
+
+def _run_defining(overrides: list[str]) -> list[str]:
+    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in LAUNCH_ONLY_KEYS)
+
+
 def completed_before(output_dir: Path, overrides: list[str]) -> dict | None:
     """The earlier result in ``output_dir`` if it completed with the same overrides (sweep resume)."""
     path = output_dir / "metrics.json"
@@ -73,7 +81,7 @@ def completed_before(output_dir: Path, overrides: list[str]) -> dict | None:
         previous = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if previous.get("status") == "completed" and sorted(previous.get("overrides", [])) == sorted(overrides):
+    if previous.get("status") == "completed" and _run_defining(previous.get("overrides", [])) == _run_defining(overrides):
         return previous
     return None
 

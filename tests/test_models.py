@@ -142,3 +142,57 @@ def test_batch_statistics_evaluates_like_training_without_moving_running_stats()
             m.eval()
     assert torch.allclose(inside, reference(x), atol=1e-5)
     assert not torch.allclose(inside, net(x), rtol=0.1, atol=0)
+
+
+def test_ebgan_pt_generator_loss_is_energy_plus_weighted_pt_of_the_fake_embeddings():
+    from src.losses import energy, pulling_away_term
+    from src.models import EBGANPT
+    from src.nets import MLPAutoEncoder, MLPGenerator
+
+    torch.manual_seed(0)
+    generator, autoencoder = MLPGenerator(8, 2, 16, (1, 4, 4)), MLPAutoEncoder(3, 6, (1, 4, 4), init_std=0.5)
+    model = EBGANPT(generator, autoencoder, torch.optim.Adam, torch.optim.Adam, energy=energy, margin=1.0,
+                    pt_weight=0.25)
+    fake = generator(torch.randn(5, 8))
+    loss, logs = model.generator_loss(fake)
+    reconstruction, embedding = autoencoder(fake)
+    by_hand_energy = (reconstruction - fake).flatten(1).pow(2).sum(1).sqrt().mean()
+    unit = embedding / embedding.norm(dim=1, keepdim=True)
+    cosines = unit @ unit.T
+    by_hand_pt = (cosines.pow(2).sum() - cosines.diagonal().pow(2).sum()) / (5 * 4)
+    assert torch.allclose(loss, by_hand_energy + 0.25 * by_hand_pt, atol=1e-6)
+    assert torch.allclose(logs["pt"], pulling_away_term(embedding), atol=1e-7)
+    assert logs["pt"].item() > 0.01  # a real, non-trivial term on these embeddings
+
+
+def test_mlp_nets_follow_the_paper_grid_layout():
+    from src.nets import MLPAutoEncoder, MLPClassifier, MLPGenerator
+
+    def layers(module, kind):
+        return [m for m in module.modules() if isinstance(m, kind)]
+
+    autoencoder = MLPAutoEncoder(n_layers=4, hidden=32, image_shape=(1, 28, 28), dropout=True)
+    encoder_linears = layers(autoencoder.encoder, torch.nn.Linear)
+    assert [(l.in_features, l.out_features) for l in encoder_linears] == [(784, 32), (32, 32), (32, 32)]
+    assert (autoencoder.decoder.in_features, autoencoder.decoder.out_features) == (32, 784)
+    assert len(layers(autoencoder.encoder, torch.nn.BatchNorm1d)) == 2  # none after D's input layer
+    assert len(layers(autoencoder.encoder, torch.nn.Dropout)) == 3
+    generator = MLPGenerator(latent_dim=10, n_layers=3, hidden=64, image_shape=(1, 28, 28))
+    assert [(l.in_features, l.out_features) for l in layers(generator, torch.nn.Linear)] == [(10, 64), (64, 64), (64, 784)]
+    assert len(layers(generator, torch.nn.BatchNorm1d)) == 2  # none on G's output layer
+    classifier = MLPClassifier(n_layers=2, hidden=16, image_shape=(1, 28, 28))
+    assert [(l.in_features, l.out_features) for l in layers(classifier, torch.nn.Linear)] == [(784, 16), (16, 1)]
+    assert not layers(classifier, torch.nn.BatchNorm1d) and not layers(classifier, torch.nn.Dropout)
+    assert abs(generator.out.weight.std().item() - 0.02) < 0.002
+    assert abs(layers(classifier, torch.nn.Linear)[0].weight.std().item() - 0.002) < 0.0002  # 12 544 weights
+
+
+def test_divergence_between_checks_is_caught_on_the_epochs_last_batch(make_cfg, tmp_path):
+    cfg = make_cfg("model=ebgan", "model.check_finite_every_n_steps=10", "trainer.limit_train_batches=3",
+                   "trainer.limit_val_batches=0")
+    datamodule, model, trainer = instantiate_all(cfg)
+    with torch.no_grad():
+        next(model.generator.parameters()).fill_(float("nan"))
+    with pytest.raises(DivergenceError, match="at training batch 3"):
+        trainer.fit(model, datamodule=datamodule)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()

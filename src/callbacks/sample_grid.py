@@ -38,4 +38,4 @@ class SampleGrid(Callback):
         save_image(grid, self.dirpath / "last.png")
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
-                logger.log_image(key="samples", images=[str(path)], step=trainer.global_step)
+                logger.log_image(key="samples", images=[str(path)])  # at the logger's current step

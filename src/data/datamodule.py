@@ -72,8 +72,8 @@ class ImageDataModule(LightningDataModule):
                  val_size: int = 5000, image_size: int = NATIVE_SIZE, split_seed: int = 12345,
                  download: bool = True):
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if batch_size < 2:  # batch norm in training and the pulling-away term need at least a pair
+            raise ValueError(f"data.batch_size must be >= 2, got {batch_size}")
         if not 0 <= val_size < 60000:
             raise ValueError(f"data.val_size must be in [0, 60000), got {val_size}")
         if image_size < 8:

@@ -88,7 +88,9 @@ class AdversarialModel(LightningModule):
         real = batch[0]
         optimizer_g, optimizer_d = self.optimizers()
         self.train_batches_seen += 1
-        check = self.train_batches_seen % self.check_finite_every_n_steps == 0
+        # every n-th batch, and always the epoch's last one: no NaN weights ever reach an epoch-end checkpoint
+        check = (self.train_batches_seen % self.check_finite_every_n_steps == 0
+                 or batch_idx + 1 >= self.trainer.num_training_batches)
 
         for step in range(self.d_steps_per_g_step):
             is_last = step == self.d_steps_per_g_step - 1

@@ -5,7 +5,9 @@ Conventions (the paper's, where it states them):
   of layers of Enc and Dec put together; only Enc's layer count varies, Dec is always a single layer":
   Enc = nLayerD - 1 layers of width sizeD, Dec = one linear layer back to the pixels. G and the
   classifier D follow the same count: n_layers - 1 hidden layers of width ``hidden`` + one output layer.
-- Batch norm after every weight layer except G's output layer and D's input layer; ReLU activations.
+- Batch norm after every hidden weight layer except D's input layer (none on any output layer: G's
+  image, D's logit or reconstruction); ReLU activations. The auto-encoder's embedding S (for the
+  pulling-away term) is the encoder's last hidden activation, after ReLU (and dropout when dropoutD).
 - Weights ~ N(0, 0.02) in G and N(0, 0.002) in D, biases 0.
 """
 

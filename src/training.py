@@ -132,6 +132,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)
+    datamodule.prepare_data()  # missing/corrupt data: a clear error now, not a traceback from inside fit
     if cfg.get("print_config", True):
         print_config_tree(cfg, save_to=output_dir / "config_tree.log")
 

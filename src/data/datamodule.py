@@ -82,14 +82,18 @@ class ImageDataModule(LightningDataModule):
         self.val_size, self.image_size, self.split_seed = val_size, image_size, split_seed
         self.allow_download = download
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.prepared = False
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (1, self.image_size, self.image_size)
 
     def prepare_data(self) -> None:
-        # Downloads (if needed) and verifies; called once before setup so errors surface before training.
-        load_split(self.dataset, self.data_dir, "test", self.allow_download)
+        # Downloads (if needed) and verifies; src/training.py calls it before fit so that data errors
+        # surface as one clear line before anything is trained (Lightning's own call is then a no-op).
+        if not self.prepared:
+            load_split(self.dataset, self.data_dir, "test", self.allow_download)
+            self.prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -11,21 +11,23 @@ from omegaconf import OmegaConf
 from src.utils import ConfigError
 
 
-def load_checkpoint(ckpt_path: str | Path, expected_model: str | None = None):
-    """(model in eval mode, the run's resolved config) from ``ckpt_path``; clear errors for bad paths."""
+def read_checkpoint(ckpt_path: str | Path) -> dict:
+    """The checkpoint dict at ``ckpt_path``, or a ConfigError naming the path and what is wrong with it."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={path}: no such file (a run keeps its checkpoint at <run>/checkpoints/last.ckpt)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise ConfigError(f"ckpt_path={path}: not a readable PyTorch checkpoint ({err})") from err
+
+
+def load_checkpoint(ckpt_path: str | Path):
+    """(model in eval mode, the run's resolved config) from ``ckpt_path``; clear errors for bad paths."""
+    checkpoint = read_checkpoint(ckpt_path)
     if "run_config" not in checkpoint or "state_dict" not in checkpoint:
-        raise ConfigError(f"ckpt_path={path}: not a checkpoint written by src/train.py (no run_config inside)")
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a checkpoint written by src/train.py (no run_config inside)")
     run_cfg = OmegaConf.create(checkpoint["run_config"])
-    target = run_cfg.model._target_
-    if expected_model is not None and target != expected_model:
-        raise ConfigError(f"ckpt_path={path} holds a {target} model, not the {expected_model} this run configures")
     model = instantiate(run_cfg.model)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), run_cfg

@@ -103,15 +103,10 @@ def check_paths(cfg: DictConfig) -> None:
                           f"holding {spec.folder}/raw/")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
-        import torch
+        from src.checkpoints import read_checkpoint  # imported here: it imports src.utils
 
         path = Path(ckpt_path)
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path={path}: no such file (a run keeps it at <run>/checkpoints/last.ckpt)")
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=False).get("run_config") or {}
-        except Exception as err:
-            raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({err})") from err
+        saved = read_checkpoint(path).get("run_config") or {}
         saved_model = (saved.get("model") or {}).get("_target_")
         if saved_model and saved_model != cfg.model._target_:
             raise ConfigError(f"ckpt_path={path} holds a {saved_model} model, but this run configures "

@@ -1,6 +1,7 @@
 """Score a checkpoint: `python src/evaluate.py ckpt_path=<run>/checkpoints/last.ckpt n_samples=10000`.
 
-Prints IS, FID, KID and mode coverage as JSON and writes them to <run>/evaluation.json (or ``out=``).
+Prints IS, FID, KID and mode coverage as JSON and writes them to <run>/evaluation.json (or ``out=``); a
+class-conditional model is asked for every class equally and also gets ``class_match`` (overall, per class).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict:
     import time
 
-    from src.callbacks.generative_metrics import generate
+    from src.callbacks.generative_metrics import balanced_labels, generate
     from src.checkpoints import load_checkpoint
     from src.data import ImageDataModule
     from src.metrics.scores import GenerativeScores
@@ -37,7 +38,8 @@ def evaluate(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     scores = GenerativeScores(run_cfg.data.dataset, data.splits["test"][0][: cfg.n_real], cfg.device,
                               kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size, seed=cfg.seed)
-    result = scores.score(generate(model, cfg.n_samples, seed=cfg.seed))
+    requested = balanced_labels(cfg.n_samples, model.num_classes) if model.num_classes else None
+    result = scores.score(generate(model, cfg.n_samples, seed=cfg.seed, labels=requested), requested_labels=requested)
     result.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "model": run_cfg.model._target_,
                    "dataset": run_cfg.data.dataset, "n_samples": cfg.n_samples, "n_real": cfg.n_real,
                    "seconds": round(time.perf_counter() - started, 2)})

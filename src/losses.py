@@ -83,3 +83,28 @@ def began_k_update(k: torch.Tensor | float, real_loss: torch.Tensor, fake_loss: 
 def began_convergence(real_loss: torch.Tensor, fake_loss: torch.Tensor, gamma: float) -> torch.Tensor:
     """BEGAN convergence measure, Berthelot et al. 2017 Sec. 3.4.1: M = L(x) + |gamma L(x) - L(G(z_G))|."""
     return (real_loss + torch.abs(gamma * real_loss - fake_loss)).detach()
+
+
+def wasserstein_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """WGAN critic loss, Arjovsky et al. 2017 Alg. 1 (minimised): E[c(G(z))] - E[c(x)]."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """WGAN generator loss, Arjovsky et al. 2017 Alg. 1: -E[c(G(z))]."""
+    return -fake_scores.mean()
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor,
+                     mixing: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP penalty, Gulrajani et al. 2017 Eq. 3: E[(||grad c(x_hat)||_2 - 1)^2], x_hat = e x + (1 - e) x_fake.
+
+    ``critic`` maps a batch to per-sample scores; ``mixing`` holds one e ~ U[0, 1] per sample (drawn here
+    when None). The graph is kept (create_graph), so the penalty's gradient reaches the critic's weights.
+    """
+    if mixing is None:
+        mixing = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+    e = mixing.view(-1, *([1] * (real.dim() - 1)))
+    interpolates = (e * real.detach() + (1 - e) * fake.detach()).requires_grad_(True)
+    (gradients,) = torch.autograd.grad(critic(interpolates).sum(), interpolates, create_graph=True)
+    return (torch.linalg.vector_norm(gradients.flatten(1), ord=2, dim=1) - 1).pow(2).mean()

@@ -1,7 +1,9 @@
 """Draw samples from a checkpoint: `python src/sample.py ckpt_path=… n=10000 out=samples.npz`.
 
-``out=*.npz``: an array ``images``, uint8, shape (N, 1, H, W), values 0-255, for any outside scorer.
-``out=*.png``: a square-ish grid of the N samples.
+``out=*.npz``: an array ``images``, uint8, shape (N, 1, H, W), values 0-255, for any outside scorer, and
+``labels`` (the requested classes) for a class-conditional model.
+``out=*.png``: a square-ish grid of the N samples (one column per class for a conditional model).
+``class=7``: a class-conditional model (model=cgan) draws only that class.
 """
 
 from __future__ import annotations
@@ -24,6 +26,24 @@ def to_uint8(images):
     return images.clamp(-1, 1).add(1).mul(127.5).round().to("cpu").byte()
 
 
+def requested_labels(model, n: int, wanted_class, ckpt_path) -> tuple:
+    """(labels to generate, grid columns): ``class=`` for a conditional model, every class in turn by default."""
+    import torch
+
+    from src.callbacks.generative_metrics import balanced_labels
+
+    if not model.num_classes:
+        if wanted_class is not None:
+            raise ConfigError(f"class={wanted_class}: the model in {ckpt_path} ({type(model).__name__}) is not "
+                              "class-conditional; train model=cgan to choose the class")
+        return None, max(1, int(n**0.5))
+    if wanted_class is None:
+        return balanced_labels(n, model.num_classes), model.num_classes
+    if not isinstance(wanted_class, int) or not 0 <= wanted_class < model.num_classes:
+        raise ConfigError(f"class={wanted_class}: must be an integer in 0..{model.num_classes - 1}")
+    return torch.full((n,), wanted_class, dtype=torch.long), max(1, int(n**0.5))
+
+
 def sample(cfg: DictConfig) -> str:
     import numpy as np
     from torchvision.utils import save_image
@@ -37,13 +57,18 @@ def sample(cfg: DictConfig) -> str:
     if cfg.n < 1:
         raise ConfigError(f"n={cfg.n}: must be >= 1")
     model, _ = load_checkpoint(cfg.ckpt_path)
-    images = generate(model.to(cfg.device), cfg.n, seed=cfg.seed)
+    labels, columns = requested_labels(model, cfg.n, cfg.get("class"), cfg.ckpt_path)
+    images = generate(model.to(cfg.device), cfg.n, seed=cfg.seed, labels=labels)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
-        np.savez_compressed(out, images=to_uint8(images).numpy())
+        arrays = {"images": to_uint8(images).numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+        np.savez_compressed(out, **arrays)
     else:
-        save_image(images, out, nrow=max(1, int(cfg.n**0.5)), normalize=True, value_range=(-1, 1), pad_value=1.0)
-    print(f"wrote {cfg.n} samples to {out.resolve()}")
+        save_image(images, out, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
+    what = "" if cfg.get("class") is None else f" of class {cfg['class']}"
+    print(f"wrote {cfg.n} samples{what} to {out.resolve()}")
     return str(out)
 
 

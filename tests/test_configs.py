@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from src.utils import PROJECT_ROOT, ConfigError, validate_config
@@ -22,14 +23,19 @@ def test_option_composes(make_cfg, group, option):
     cfg = make_cfg(override)
     if group == "loss" and cfg.loss.family == "energy":
         cfg = make_cfg("model=ebgan", override)
+    if group == "loss" and cfg.loss.family == "wasserstein":
+        cfg = make_cfg("model=wgan", override)
     if group == "arch" and option == "began":
         cfg = make_cfg("model=began", override)
     validate_config(cfg)
     assert cfg.model._target_.startswith("src.models.")
 
 
-COMBOS = [(m, a) for m in ("gan", "ebgan", "ebgan_pt", "began") for a in ("mlp", "dcgan", "began")
-          if not (m == "gan" and a == "began")]
+MODEL_CLASSES = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGANPT", "began": "BEGAN", "wgan": "WGAN",
+                 "wgan_gp": "WGANGP", "cgan": "CGAN"}
+# arch=began has only an auto-encoder D: no classifier (GAN, cGAN) and no critic (WGAN)
+COMBOS = [(m, a) for m in MODEL_CLASSES for a in ("mlp", "dcgan", "began")
+          if not (m in ("gan", "cgan", "wgan", "wgan_gp") and a == "began")]
 
 
 @pytest.mark.parametrize(("model", "arch"), COMBOS, ids=[f"{m}-{a}" for m, a in COMBOS])
@@ -37,7 +43,13 @@ def test_models_instantiate_on_every_fitting_arch(make_cfg, model, arch):
     cfg = make_cfg(f"model={model}", f"arch={arch}")
     validate_config(cfg)
     module = instantiate(cfg.model)
-    assert type(module).__name__ == {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGANPT", "began": "BEGAN"}[model]
+    assert type(module).__name__ == MODEL_CLASSES[model]
+    assert module.num_classes == (10 if model == "cgan" else 0)
+    assert getattr(module.generator, "num_classes", 0) == module.num_classes
+
+
+def test_model_options_all_have_a_class():
+    assert set(MODEL_CLASSES) == {p.stem for p in (CONF / "model").glob("*.yaml")}
 
 
 def test_loss_that_does_not_fit_the_model_is_named(make_cfg):
@@ -50,6 +62,31 @@ def test_loss_that_does_not_fit_the_model_is_named(make_cfg):
 def test_arch_without_the_needed_discriminator_is_named(make_cfg):
     with pytest.raises(ConfigError, match=r"has no classifier discriminator .* choose arch= one of \['dcgan', 'mlp'\]"):
         validate_config(make_cfg("model=gan", "arch=began"))
+    with pytest.raises(ConfigError, match=r"has no critic discriminator .* choose arch= one of \['dcgan', 'mlp'\]"):
+        validate_config(make_cfg("model=wgan_gp", "arch=began"))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_wgan_gp_refuses_a_batch_norm_critic_and_names_the_fix(make_cfg, arch):
+    deep = ["arch.nLayerD=3"] if arch == "mlp" else []  # a 2-layer MLP D has no normalised layer at all
+    with pytest.raises(Exception, match="needs a critic without batch norm .* arch.critic_norm=layer"):
+        instantiate(make_cfg("model=wgan_gp", f"arch={arch}", "arch.critic_norm=batch", *deep).model)
+    for norm in ("layer", "none"):
+        critic = instantiate(make_cfg("model=wgan_gp", f"arch={arch}", f"arch.critic_norm={norm}", *deep).model).discriminator
+        assert any(isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) for m in critic.modules()) == (norm == "layer")
+        assert not any("BatchNorm" in type(m).__name__ for m in critic.modules())
+
+
+def test_wgan_defaults_are_the_papers(make_cfg):
+    wgan = instantiate(make_cfg("model=wgan").model)
+    assert (wgan.clip_value, wgan.d_steps_per_g_step) == (0.01, 5)
+    optimizer_g, optimizer_d = wgan.configure_optimizers()
+    assert isinstance(optimizer_d, torch.optim.RMSprop) and optimizer_d.defaults["lr"] == 5e-5
+    gp = instantiate(make_cfg("model=wgan_gp").model)
+    assert (gp.penalty_weight, gp.d_steps_per_g_step, gp.clip_value) == (10.0, 5, None)
+    for optimizer in gp.configure_optimizers():
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert optimizer.defaults["lr"] == 1e-4 and tuple(optimizer.defaults["betas"]) == (0.0, 0.9)
 
 
 @pytest.mark.parametrize(("override", "message"), [

@@ -43,14 +43,25 @@ def test_d_step_touches_only_d_and_g_step_only_g(make_cfg, model_name, arch):
     assert all(torch.equal(a, b) for a, b in zip(d1, model.discriminator.parameters()))
 
 
-def test_several_d_steps_per_g_step(make_cfg):
-    cfg = make_cfg("model=gan", "model.d_steps_per_g_step=3", "trainer.limit_train_batches=2",
+def test_several_d_steps_per_g_step_each_on_its_own_batch(make_cfg):
+    cfg = make_cfg("model=gan", "model.d_steps_per_g_step=3", "trainer.limit_train_batches=7",
                    "trainer.limit_val_batches=0")
     datamodule, model, trainer = instantiate_all(cfg)
+    real_batches_seen_by_d = []
+    original = model.discriminator_loss
+
+    def spy(real, fake, labels=None):
+        real_batches_seen_by_d.append(real.clone())
+        return original(real, fake, labels)
+
+    model.discriminator_loss = spy
     trainer.fit(model, datamodule=datamodule)
     optimizer_g, optimizer_d = model.optimizers()
-    assert optimizer_d.optimizer.state[next(model.discriminator.parameters())]["step"].item() == 6
+    # one D step per batch; a G step after batches 3 and 6 (the 7th batch's D step has no G step yet)
+    assert optimizer_d.optimizer.state[next(model.discriminator.parameters())]["step"].item() == 7
     assert optimizer_g.optimizer.state[next(model.generator.parameters())]["step"].item() == 2
+    assert len(real_batches_seen_by_d) == 7
+    assert not any(torch.equal(a, b) for a, b in zip(real_batches_seen_by_d, real_batches_seen_by_d[1:]))
 
 
 def test_began_k_moves_by_the_control_law_and_survives_a_checkpoint(make_cfg, tmp_path):

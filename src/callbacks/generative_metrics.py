@@ -10,16 +10,27 @@ from lightning import Callback
 from src.metrics.scores import GenerativeScores
 
 
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    """0, 1, ..., C-1, 0, 1, ...: every class requested n / C times (to within one)."""
+    return torch.arange(n) % num_classes
+
+
 @torch.no_grad()
-def generate(model, n: int, batch_size: int = 1000, seed: int = 0) -> torch.Tensor:
-    """n samples from ``model``'s generator in eval mode, from seeded latents; the global RNG is untouched."""
+def generate(model, n: int, batch_size: int = 1000, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """n samples from ``model``'s generator in eval mode, from seeded latents; the global RNG is untouched.
+
+    A class-conditional model draws ``labels`` (default: ``balanced_labels``); other models take none.
+    """
+    if model.num_classes and labels is None:
+        labels = balanced_labels(n, model.num_classes)
     seeded = torch.Generator().manual_seed(seed)
     was_training = model.generator.training
     model.generator.eval()
     chunks = []
     for start in range(0, n, batch_size):
         z = model.sample_latent(min(batch_size, n - start), generator=seeded, device="cpu").to(model.device)
-        chunks.append(model.generator(z).float())
+        chunk_labels = None if labels is None else labels[start : start + z.shape[0]].to(model.device)
+        chunks.append(model(z, chunk_labels).float())
     model.generator.train(was_training)
     return torch.cat(chunks)
 
@@ -27,7 +38,9 @@ def generate(model, n: int, batch_size: int = 1000, seed: int = 0) -> torch.Tens
 class GenerativeMetrics(Callback):
     """Logs ``val/is``, ``val/is_std``, ``val/fid``, ``val/kid``, ``val/kid_std``, ``val/modes_covered`` and
     ``val/max_class_share`` after every ``every_n_epochs``-th training epoch and the last one; the real set
-    is the first ``n_real`` images of the test split."""
+    is the first ``n_real`` images of the test split. A class-conditional model is asked for every class
+    equally and also gets ``val/class_match`` (the share of samples the classifier assigns to the requested
+    class) and ``val/class_match_<c>`` per class."""
 
     def __init__(self, dataset: str, every_n_epochs: int = 1, n_samples: int = 10000, n_real: int = 10000,
                  kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):
@@ -50,7 +63,11 @@ class GenerativeMetrics(Callback):
         if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
             return
         started = time.perf_counter()
-        result = self._scores(trainer, pl_module).score(generate(pl_module, self.n_samples, seed=self.seed))
-        values = {k: float(v) for k, v in result.items() if k != "class_share"}
+        requested = balanced_labels(self.n_samples, pl_module.num_classes) if pl_module.num_classes else None
+        images = generate(pl_module, self.n_samples, seed=self.seed, labels=requested)
+        result = self._scores(trainer, pl_module).score(images, requested_labels=requested)
+        values = {k: float(v) for k, v in result.items() if not isinstance(v, list)}
+        for c, share in enumerate(result.get("class_match_per_class", [])):
+            values[f"class_match_{c}"] = share
         values["metrics_seconds"] = time.perf_counter() - started
         pl_module.log_dict({f"val/{k}": v for k, v in values.items()}, on_epoch=True, on_step=False)

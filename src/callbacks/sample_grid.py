@@ -8,20 +8,30 @@ import torch
 from lightning import Callback
 from torchvision.utils import make_grid, save_image
 
+from src.callbacks.generative_metrics import balanced_labels
+
 
 class SampleGrid(Callback):
     """Writes ``<dirpath>/epoch_XXX.png`` (and ``last.png``) from the same latents every epoch, so grids
-    from one run are comparable frame by frame; hands the grid to loggers that take images (W&B)."""
+    from one run are comparable frame by frame; hands the grid to loggers that take images (W&B). For a
+    class-conditional model each column is one class (n_samples rounded up to whole rows)."""
 
     def __init__(self, dirpath: str, n_samples: int = 64, every_n_epochs: int = 1, seed: int = 0):
         if n_samples < 1 or every_n_epochs < 1:
             raise ValueError("callbacks.sample_grid: n_samples and every_n_epochs must be >= 1")
         self.dirpath, self.n_samples, self.every_n_epochs, self.seed = Path(dirpath), n_samples, every_n_epochs, seed
         self.fixed_latent: torch.Tensor | None = None
+        self.fixed_labels: torch.Tensor | None = None
+        self.columns = int(n_samples**0.5)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         seeded = torch.Generator().manual_seed(self.seed)  # on the CPU: the same latents on every device
-        self.fixed_latent = pl_module.sample_latent(self.n_samples, generator=seeded, device="cpu")
+        n = self.n_samples
+        if pl_module.num_classes:  # one column per class, so each column shows one requested class
+            self.columns = pl_module.num_classes
+            n = -(-n // self.columns) * self.columns
+        self.fixed_latent = pl_module.sample_latent(n, generator=seeded, device="cpu")
+        self.fixed_labels = balanced_labels(n, pl_module.num_classes) if pl_module.num_classes else None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking:
@@ -29,9 +39,10 @@ class SampleGrid(Callback):
         was_training = pl_module.generator.training
         pl_module.generator.eval()
         with torch.no_grad():
-            images = pl_module.generator(self.fixed_latent.to(pl_module.device)).float().cpu()
+            labels = None if self.fixed_labels is None else self.fixed_labels.to(pl_module.device)
+            images = pl_module(self.fixed_latent.to(pl_module.device), labels).float().cpu()
         pl_module.generator.train(was_training)
-        grid = make_grid(images, nrow=int(self.n_samples**0.5), normalize=True, value_range=(-1, 1), pad_value=1.0)
+        grid = make_grid(images, nrow=self.columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"epoch_{trainer.current_epoch:03d}.png"
         save_image(grid, path)

@@ -70,7 +70,7 @@ class ImageDataModule(LightningDataModule):
 
     def __init__(self, dataset: str = "mnist", data_dir: str = "data", batch_size: int = 64,
                  val_size: int = 5000, image_size: int = NATIVE_SIZE, split_seed: int = 12345,
-                 download: bool = True):
+                 download: bool = True, num_classes: int = 10):
         super().__init__()
         if batch_size < 2:  # batch norm in training and the pulling-away term need at least a pair
             raise ValueError(f"data.batch_size must be >= 2, got {batch_size}")
@@ -80,7 +80,7 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"data.image_size must be >= 8, got {image_size}")
         self.dataset, self.data_dir, self.batch_size = dataset, str(data_dir), batch_size
         self.val_size, self.image_size, self.split_seed = val_size, image_size, split_seed
-        self.allow_download = download
+        self.allow_download, self.num_classes = download, num_classes
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.prepared = False
 
@@ -106,6 +106,9 @@ class ImageDataModule(LightningDataModule):
         self.splits["val"] = (images[val_idx].contiguous(), labels[val_idx].contiguous())
         test_images, test_labels = load_split(self.dataset, self.data_dir, "test", self.allow_download)
         self.splits["test"] = (resize_uint8(test_images, self.image_size), test_labels)
+        top_label = int(max(labels.max(), test_labels.max()))
+        if top_label >= self.num_classes:  # conditional nets one-hot encode labels into num_classes slots
+            raise ValueError(f"data.num_classes={self.num_classes}, but {self.dataset} has label {top_label}")
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0

@@ -69,7 +69,11 @@ class GenerativeScores:
             yield self.classifier.features(to_classifier_input(batch)).float()
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor) -> dict:
+    def score(self, images: torch.Tensor, requested_labels: torch.Tensor | None = None) -> dict:
+        """IS, FID, KID, mode coverage; with ``requested_labels`` (the classes a conditional G was asked
+        for) also ``class_match``, the share classified as requested, overall and per requested class."""
+        if requested_labels is not None and requested_labels.shape != (images.shape[0],):
+            raise ValueError(f"requested_labels must have shape ({images.shape[0]},), got {tuple(requested_labels.shape)}")
         for metric in (self.inception, self.fid, self.kid):
             metric.reset()  # real features survive (reset_real_features=False)
         predicted = []
@@ -85,11 +89,25 @@ class GenerativeScores:
             is_mean, is_std = self.inception.compute()
             kid_mean, kid_std = self.kid.compute()
         fid = self.fid.compute()
-        share = torch.bincount(torch.cat(predicted), minlength=10).double().cpu() / n
-        return {
+        predicted = torch.cat(predicted).cpu()
+        share = torch.bincount(predicted, minlength=10).double() / n
+        result = {
             "is": is_mean.item(), "is_std": is_std.item(), "fid": fid.item(),
             "kid": kid_mean.item(), "kid_std": kid_std.item(),
             "modes_covered": int((share >= COVERAGE_THRESHOLD).sum()),
             "max_class_share": share.max().item(),
             "class_share": [round(s, 4) for s in share.tolist()],
         }
+        if requested_labels is not None:
+            result.update(class_match_scores(predicted, requested_labels.cpu()))
+        return result
+
+
+def class_match_scores(predicted: torch.Tensor, requested: torch.Tensor, num_classes: int = 10) -> dict:
+    """Share of samples classified as the class they were generated for: overall, and per requested class
+    (NaN for a class never requested)."""
+    hits = (predicted == requested).double()
+    per_class = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, requested.long(), hits)
+    asked = torch.bincount(requested.long(), minlength=num_classes).double()
+    return {"class_match": hits.mean().item(),
+            "class_match_per_class": [round(v, 4) for v in (per_class / asked).tolist()]}

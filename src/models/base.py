@@ -25,16 +25,21 @@ class DivergenceError(RuntimeError):
 class AdversarialModel(LightningModule):
     """Base class of every model: subclasses supply the two losses and declare what they need.
 
-    Per training batch: ``d_steps_per_g_step`` discriminator updates (same real batch, fresh z each),
-    then one generator update on the last fake batch, in Lightning's manual-optimisation order
-    (toggle -> zero_grad -> manual_backward -> step -> untoggle). The fake batch is generated once per D
-    step; the G step reuses the last one, so G runs forward once per update.
+    Every training batch is one discriminator update (its own real batch and fresh z, as in Goodfellow et
+    al. 2014 Alg. 1 and Arjovsky et al. 2017 Alg. 1); every ``d_steps_per_g_step``-th batch (k, n_critic)
+    is followed by one generator update on that batch's fake images, in Lightning's manual-optimisation
+    order (toggle -> zero_grad -> manual_backward -> step -> untoggle). G runs forward once per batch.
+
+    Class-conditional models set ``num_classes`` > 0: the batch's labels then condition both nets (the
+    fakes of a batch are drawn for the labels of its real images) and reach the losses as ``labels``.
     """
 
     #: key of ``arch.discriminators`` this model trains: "classifier" or "autoencoder"
     discriminator_role: str = "classifier"
     #: the ``family`` a ``loss`` group option must declare to fit this model
     loss_family: str = "classifier"
+    #: > 0 for class-conditional models: G and D then take the labels as a second input
+    num_classes: int = 0
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: OptimizerFactory,
                  optimizer_d: OptimizerFactory, d_steps_per_g_step: int = 1, latent_distribution: str = "normal",
@@ -53,13 +58,16 @@ class AdversarialModel(LightningModule):
         self.latent_distribution = latent_distribution
         self.check_finite_every_n_steps = check_finite_every_n_steps
         self.train_batches_seen = 0  # this process's count, for log/check intervals (never global_step)
+        self._last_generator_logs: dict = {}  # logged on batches without a G step too
 
     # ----------------------------------------------------------------- to be supplied by subclasses
-    def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """(D loss, detached values to log) for one real and one (detached) fake batch."""
+    def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor,
+                           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """(D loss, detached values to log) for one real and one (detached) fake batch; ``labels`` are the
+        batch's class labels for class-conditional models, None otherwise."""
         raise NotImplementedError
 
-    def generator_loss(self, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def generator_loss(self, fake: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """(G loss, detached values to log) for a fake batch that carries G's graph."""
         raise NotImplementedError
 
@@ -77,39 +85,55 @@ class AdversarialModel(LightningModule):
             return torch.rand(shape, device=device, generator=generator).mul_(2).sub_(1)
         return torch.randn(shape, device=device, generator=generator)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z), or G(z, y) for a class-conditional model (``labels``: class indices or [N, C] label vectors)."""
+        if self.num_classes:
+            if labels is None:
+                raise ValueError(f"{type(self).__name__} is class-conditional: pass labels (0..{self.num_classes - 1})")
+            return self.generator(z, labels)
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} is not class-conditional; labels cannot be given")
         return self.generator(z)
+
+    def discriminate(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        """D(x), or D(x, y) for a class-conditional model."""
+        return self.discriminator(images) if labels is None else self.discriminator(images, labels)
+
+    def batch_labels(self, batch) -> torch.Tensor | None:
+        """The labels that condition this batch: the real images' labels, or None when unconditional."""
+        return batch[1] if self.num_classes else None
 
     def configure_optimizers(self):
         return [self.optimizer_g_factory(self.generator.parameters()),
                 self.optimizer_d_factory(self.discriminator.parameters())]
 
     def training_step(self, batch, batch_idx: int) -> None:
-        real = batch[0]
+        real, labels = batch[0], self.batch_labels(batch)
         optimizer_g, optimizer_d = self.optimizers()
         self.train_batches_seen += 1
         # every n-th batch, and always the epoch's last one: no NaN weights ever reach an epoch-end checkpoint
         check = (self.train_batches_seen % self.check_finite_every_n_steps == 0
                  or batch_idx + 1 >= self.trainer.num_training_batches)
+        # the batch index, not a process counter: a resumed epoch keeps the same G-step batches
+        generator_steps = (batch_idx + 1) % self.d_steps_per_g_step == 0
 
-        for step in range(self.d_steps_per_g_step):
-            is_last = step == self.d_steps_per_g_step - 1
-            with torch.set_grad_enabled(is_last):  # only the last fake batch feeds the G step
-                fake = self.generator(self.sample_latent(real.shape[0]))
-            self.toggle_optimizer(optimizer_d)
-            loss_d, logs_d = self.discriminator_loss(real, fake.detach())
-            self._update(optimizer_d, loss_d, "discriminator loss", check)
-            self.untoggle_optimizer(optimizer_d)
-            self.after_discriminator_step(logs_d)
+        with torch.set_grad_enabled(generator_steps):  # G's graph is kept only when the G step will use it
+            fake = self(self.sample_latent(real.shape[0]), labels)
+        self.toggle_optimizer(optimizer_d)
+        loss_d, logs_d = self.discriminator_loss(real, fake.detach(), labels)
+        self._update(optimizer_d, loss_d, "discriminator loss", check)
+        self.untoggle_optimizer(optimizer_d)
+        self.after_discriminator_step(logs_d)
 
-        self.toggle_optimizer(optimizer_g)
-        loss_g, logs_g = self.generator_loss(fake)
-        self._update(optimizer_g, loss_g, "generator loss", check)
-        self.untoggle_optimizer(optimizer_g)
+        if generator_steps:
+            self.toggle_optimizer(optimizer_g)
+            loss_g, self._last_generator_logs = self.generator_loss(fake, labels)
+            self._update(optimizer_g, loss_g, "generator loss", check)
+            self.untoggle_optimizer(optimizer_g)
 
         if self._is_log_step():
-            logs = {**logs_d, **logs_g, "lr_g": optimizer_g.param_groups[0]["lr"],
-                    "lr_d": optimizer_d.param_groups[0]["lr"]}
+            logs = {**logs_d, **self._last_generator_logs,
+                    "lr_g": optimizer_g.param_groups[0]["lr"], "lr_d": optimizer_d.param_groups[0]["lr"]}
             self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False,
                           prog_bar=False)
 
@@ -148,14 +172,14 @@ class AdversarialModel(LightningModule):
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx: int) -> None:
-        real = batch[0]
-        fake = self.generator(self.sample_latent(real.shape[0]))  # G in eval mode, as when sampling
+        real, labels = batch[0], self.batch_labels(batch)
+        fake = self(self.sample_latent(real.shape[0]), labels)  # G in eval mode, as when sampling
         with batch_statistics(self.discriminator):  # D as it is trained: real and fake normalised apart
-            logs = self.validation_values(real, fake)
+            logs = self.validation_values(real, fake, labels)
         self.log_dict({f"val/{k}": v for k, v in logs.items()}, on_step=False, on_epoch=True,
                       batch_size=real.shape[0])
 
-    def validation_values(self, real: torch.Tensor, fake: torch.Tensor) -> dict:
+    def validation_values(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         """Held-out diagnostics (no updates): by default the D loss and its parts on unseen real data."""
-        loss_d, logs = self.discriminator_loss(real, fake)
+        loss_d, logs = self.discriminator_loss(real, fake, labels)
         return logs

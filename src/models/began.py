@@ -50,7 +50,7 @@ class BEGAN(AdversarialModel):
         """L(v) averaged over the batch."""
         return self.energy(images, self.discriminator(images)[0]).mean()
 
-    def discriminator_loss(self, real, fake):
+    def discriminator_loss(self, real, fake, labels=None):
         real_loss, fake_loss = self.reconstruction_loss(real), self.reconstruction_loss(fake)
         loss = began_discriminator_loss(real_loss, fake_loss, self.k)
         return loss, {"loss_d": loss.detach(), "loss_real": real_loss.detach(), "loss_fake": fake_loss.detach()}
@@ -64,11 +64,11 @@ class BEGAN(AdversarialModel):
         self.convergence_sum += convergence
         self.convergence_count += 1
 
-    def generator_loss(self, fake):
+    def generator_loss(self, fake, labels=None):
         loss = began_generator_loss(self.reconstruction_loss(fake))
         return loss, {"loss_g": loss.detach()}
 
-    def validation_values(self, real, fake):
+    def validation_values(self, real, fake, labels=None):
         real_loss, fake_loss = self.reconstruction_loss(real), self.reconstruction_loss(fake)
         return {"loss_real": real_loss, "loss_fake": fake_loss,
                 "convergence": began_convergence(real_loss, fake_loss, self.gamma)}

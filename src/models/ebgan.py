@@ -31,7 +31,7 @@ class EBGAN(AdversarialModel):
         reconstruction, embedding = self.discriminator(images)
         return self.energy(images, reconstruction), embedding
 
-    def discriminator_loss(self, real, fake):
+    def discriminator_loss(self, real, fake, labels=None):
         real_energy, _ = self.energies(real)
         fake_energy, _ = self.energies(fake)
         loss = ebgan_discriminator_loss(real_energy, fake_energy, self.margin)
@@ -43,7 +43,7 @@ class EBGAN(AdversarialModel):
             "fake_inside_margin": (fake_energy < self.margin).float().mean(),
         }
 
-    def generator_loss(self, fake):
+    def generator_loss(self, fake, labels=None):
         fake_energy, embedding = self.energies(fake)
         loss = ebgan_generator_loss(fake_energy)
         logs = {"loss_g": loss.detach()}
@@ -62,7 +62,7 @@ class EBGANPT(EBGAN):
             raise ValueError(f"model.pt_weight must be >= 0, got {pt_weight}")
         self.pt_weight = float(pt_weight)
 
-    def generator_loss(self, fake):
+    def generator_loss(self, fake, labels=None):
         fake_energy, embedding = self.energies(fake)
         energy_loss = ebgan_generator_loss(fake_energy)
         pt = pulling_away_term(embedding)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.nets.conditioning import check_unconditional, label_vectors
+
 
 def _base_size(image_size: int) -> int:
     if image_size % 4:
@@ -21,7 +23,7 @@ def _init_dcgan(module: nn.Module) -> None:
             nn.init.normal_(layer.weight, 0.0, 0.02)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.BatchNorm2d):
+        elif isinstance(layer, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.normal_(layer.weight, 1.0, 0.02)
             nn.init.zeros_(layer.bias)
 
@@ -36,48 +38,75 @@ def _up_path(in_channels: int, width: int, out_channels: int) -> nn.Sequential:
     )
 
 
-def _down_path(in_channels: int, width: int) -> nn.Sequential:
+def _norm2d(norm: str, channels: int) -> nn.Module:
+    """Batch norm (DCGAN), layer norm over (C, H, W) (WGAN-GP's critic: no cross-sample statistics) or none."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "layer":
+        return nn.GroupNorm(1, channels)  # one group = layer norm over (C, H, W), with a per-channel affine
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of ('batch', 'layer', 'none'), got {norm!r}")
+
+
+def _down_path(in_channels: int, width: int, norm: str = "batch") -> nn.Sequential:
     """(c, 4s, 4s) -> (2w, s, s) through two stride-2 convs."""
     return nn.Sequential(
         nn.Conv2d(in_channels, width, 4, 2, 1),
         nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(2 * width),
+        nn.Conv2d(width, 2 * width, 4, 2, 1, bias=norm == "none"),
+        _norm2d(norm, 2 * width),
         nn.LeakyReLU(0.2, inplace=True),
     )
 
 
 class DCGANGenerator(nn.Module):
-    """z -> Linear -> (2w, s, s) -> two transposed convs -> tanh image."""
+    """z -> Linear -> (2w, s, s) -> two transposed convs -> tanh image.
 
-    def __init__(self, latent_dim: int, image_shape, width: int = 64):
+    With ``num_classes`` > 0 it is G(z|y): the one-hot label is concatenated to z.
+    """
+
+    def __init__(self, latent_dim: int, image_shape, width: int = 64, num_classes: int = 0):
         super().__init__()
         channels, size, _ = image_shape
-        self.latent_dim, self.base = latent_dim, _base_size(size)
+        self.latent_dim, self.base, self.num_classes = latent_dim, _base_size(size), num_classes
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, 2 * width * self.base**2, bias=False),
+            nn.Linear(latent_dim + num_classes, 2 * width * self.base**2, bias=False),
             nn.BatchNorm1d(2 * width * self.base**2),
             nn.ReLU(inplace=True),
         )
         self.up = _up_path(2 * width, width, channels)
         _init_dcgan(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            z = torch.cat([z, label_vectors(labels, self.num_classes, z.shape[0])], dim=1)
+        else:
+            check_unconditional(labels, type(self).__name__)
         h = self.project(z).view(z.shape[0], -1, self.base, self.base)
         return torch.tanh(self.up(h))
 
 
 class DCGANClassifier(nn.Module):
-    """image -> two stride-2 convs -> one logit."""
+    """image -> two stride-2 convs -> one logit (GAN) or score (WGAN critic; ``norm``: batch, layer, none).
 
-    def __init__(self, image_shape, width: int = 64):
+    With ``num_classes`` > 0 it is D(x|y): the one-hot label enters as C constant image channels.
+    """
+
+    def __init__(self, image_shape, width: int = 64, norm: str = "batch", num_classes: int = 0):
         super().__init__()
         channels, size, _ = image_shape
-        self.down = _down_path(channels, width)
+        self.num_classes = num_classes
+        self.down = _down_path(channels + num_classes, width, norm)
         self.out = nn.Linear(2 * width * _base_size(size) ** 2, 1)
         _init_dcgan(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            planes = label_vectors(labels, self.num_classes, x.shape[0])[:, :, None, None]
+            x = torch.cat([x, planes.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
+        else:
+            check_unconditional(labels, type(self).__name__)
         return self.out(self.down(x).flatten(1)).squeeze(1)
 
 

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from src.nets.conditioning import check_unconditional, label_vectors
+
 
 def _init_normal(module: nn.Module, std: float) -> None:
     for layer in module.modules():
@@ -26,12 +28,24 @@ def _init_normal(module: nn.Module, std: float) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def _hidden_stack(in_features: int, width: int, depth: int, batch_norm_first: bool, dropout: float) -> nn.Sequential:
+NORMS = ("batch", "layer", "none")
+
+
+def _norm_layer(norm: str, width: int) -> nn.Module | None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[norm](width) if norm != "none" else None
+
+
+def _hidden_stack(in_features: int, width: int, depth: int, batch_norm_first: bool, dropout: float,
+                  norm: str = "batch") -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(depth):
         layers.append(nn.Linear(in_features if i == 0 else width, width))
         if i > 0 or batch_norm_first:
-            layers.append(nn.BatchNorm1d(width))
+            normalisation = _norm_layer(norm, width)
+            if normalisation is not None:
+                layers.append(normalisation)
         layers.append(nn.ReLU(inplace=True))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -44,34 +58,53 @@ def _check_depth(name: str, n_layers: int) -> None:
 
 
 class MLPGenerator(nn.Module):
-    """z -> (n_layers - 1) x [Linear, BN, ReLU] -> Linear -> tanh image in [-1, 1]."""
+    """z -> (n_layers - 1) x [Linear, BN, ReLU] -> Linear -> tanh image in [-1, 1].
 
-    def __init__(self, latent_dim: int, n_layers: int, hidden: int, image_shape, init_std: float = 0.02):
+    With ``num_classes`` > 0 it is G(z|y): the one-hot label is concatenated to z (Mirza & Osindero 2014).
+    """
+
+    def __init__(self, latent_dim: int, n_layers: int, hidden: int, image_shape, init_std: float = 0.02,
+                 num_classes: int = 0):
         super().__init__()
         _check_depth("arch.nLayerG", n_layers)
-        self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
-        self.body = _hidden_stack(latent_dim, hidden, n_layers - 1, batch_norm_first=True, dropout=0.0)
+        self.latent_dim, self.image_shape, self.num_classes = latent_dim, tuple(image_shape), num_classes
+        self.body = _hidden_stack(latent_dim + num_classes, hidden, n_layers - 1, batch_norm_first=True, dropout=0.0)
         self.out = nn.Linear(hidden, math.prod(self.image_shape))
         _init_normal(self, init_std)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            z = torch.cat([z, label_vectors(labels, self.num_classes, z.shape[0])], dim=1)
+        else:
+            check_unconditional(labels, type(self).__name__)
         return torch.tanh(self.out(self.body(z))).view(z.shape[0], *self.image_shape)
 
 
 class MLPClassifier(nn.Module):
-    """The GAN discriminator: image -> (n_layers - 1) hidden layers -> one logit (real vs fake)."""
+    """The GAN discriminator / WGAN critic: image -> (n_layers - 1) hidden layers -> one score.
+
+    ``norm``: batch norm (the paper's GAN D), layer norm or none (a WGAN-GP critic: its penalty is per
+    sample). With ``num_classes`` > 0 it is D(x|y): the one-hot label is concatenated to the pixels.
+    """
 
     def __init__(self, n_layers: int, hidden: int, image_shape, dropout: bool = False,
-                 dropout_p: float = 0.5, init_std: float = 0.002):
+                 dropout_p: float = 0.5, init_std: float = 0.002, norm: str = "batch", num_classes: int = 0):
         super().__init__()
         _check_depth("arch.nLayerD", n_layers)
         p = dropout_p if dropout else 0.0
-        self.body = _hidden_stack(math.prod(image_shape), hidden, n_layers - 1, batch_norm_first=False, dropout=p)
+        self.num_classes = num_classes
+        self.body = _hidden_stack(math.prod(image_shape) + num_classes, hidden, n_layers - 1,
+                                  batch_norm_first=False, dropout=p, norm=norm)
         self.out = nn.Linear(hidden, 1)
         _init_normal(self, init_std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(x.flatten(1))).squeeze(1)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = x.flatten(1)
+        if self.num_classes:
+            h = torch.cat([h, label_vectors(labels, self.num_classes, x.shape[0])], dim=1)
+        else:
+            check_unconditional(labels, type(self).__name__)
+        return self.out(self.body(h)).squeeze(1)
 
 
 class MLPAutoEncoder(nn.Module):

@@ -16,7 +16,10 @@ from src.losses import (
     gan_discriminator_loss,
     gan_generator_loss_minimax,
     gan_generator_loss_non_saturating,
+    gradient_penalty,
     pulling_away_term,
+    wasserstein_critic_loss,
+    wasserstein_generator_loss,
 )
 
 
@@ -95,3 +98,38 @@ def test_began_k_update_by_hand_and_clamped_at_both_ends():
     assert began_k_update(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(5.0), 0.5, 0.001).item() == 0.0
     assert began_k_update(torch.tensor(0.9995), torch.tensor(4.0), torch.tensor(0.0), 0.5, 0.001).item() == 1.0
     assert began_k_update(torch.tensor(0.0), torch.tensor(-0.0), torch.tensor(0.0), 0.5, 0.001).item() == 0.0
+
+
+def test_wasserstein_losses_by_hand():
+    real_scores, fake_scores = t(1.0, 3.0), t(0.5, -1.5)
+    # E[c(G(z))] - E[c(x)] = -0.5 - 2 = -2.5; the generator's -E[c(G(z))] = 0.5
+    assert wasserstein_critic_loss(real_scores, fake_scores).item() == pytest.approx(-2.5)
+    assert wasserstein_generator_loss(fake_scores).item() == pytest.approx(0.5)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_known_for_any_interpolate():
+    # c(x) = w.x + b has gradient w everywhere: penalty (||w|| - 1)^2 = (5 - 1)^2 = 16 wherever x_hat lies
+    critic = torch.nn.Linear(4, 1).double()
+    with torch.no_grad():
+        critic.weight.copy_(t(3.0, 0.0, 4.0, 0.0).view(1, 4))
+        critic.bias.fill_(-7.0)
+    real, fake = torch.randn(5, 1, 2, 2, dtype=torch.float64), torch.randn(5, 1, 2, 2, dtype=torch.float64)
+    score = lambda x: critic(x.flatten(1)).squeeze(1)  # noqa: E731
+    assert gradient_penalty(score, real, fake).item() == pytest.approx(16.0)
+    assert gradient_penalty(score, real, fake, mixing=t(0, 0.25, 0.5, 0.75, 1)).item() == pytest.approx(16.0)
+    # its gradient reaches the critic: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w|| = 1.6 w
+    gradient_penalty(score, real, fake).backward()
+    assert torch.allclose(critic.weight.grad, 1.6 * critic.weight.detach())
+    # a unit-norm linear critic pays nothing: the penalty is two-sided around 1
+    with torch.no_grad():
+        critic.weight.copy_(t(0.6, 0.0, 0.0, 0.8).view(1, 4))
+    assert gradient_penalty(score, real, fake).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gradient_penalty_interpolates_real_and_fake_by_the_mixing_weight():
+    # c(x) = sum x^2 has gradient 2 x_hat, x_hat = e x + (1 - e) x_fake
+    real, fake = t(1.0, 0.0, 2.0, 0.0).view(2, 2), t(0.0, 1.0, 0.0, 0.0).view(2, 2)
+    # sample 1, e = 0.5: x_hat (0.5, 0.5), ||grad|| = sqrt 2 -> (sqrt 2 - 1)^2 = 3 - 2 sqrt 2
+    # sample 2, e = 1:   x_hat (2, 0),     ||grad|| = 4      -> 9
+    penalty = gradient_penalty(lambda x: x.pow(2).sum(1), real, fake, mixing=t(0.5, 1.0))
+    assert penalty.item() == pytest.approx((3 - 2 * math.sqrt(2) + 9) / 2)

@@ -63,6 +63,21 @@ def test_real_test_digits_score_high_and_match_themselves(mnist_scores, mnist_te
     assert result["modes_covered"] == 10 and result["max_class_share"] < 0.12
 
 
+def test_class_match_is_the_share_classified_as_requested(mnist_scores, mnist_test):
+    from src.metrics.scores import class_match_scores
+
+    by_hand = class_match_scores(torch.tensor([1, 1, 2, 3]), torch.tensor([1, 2, 2, 3]))
+    assert by_hand["class_match"] == 0.75
+    assert by_hand["class_match_per_class"][1:4] == [1.0, 0.5, 1.0]
+    assert all(v != v for v in by_hand["class_match_per_class"][4:])  # never requested: NaN, not 0
+    images, labels = mnist_test[0][:3000].unsqueeze(1), mnist_test[1][:3000]
+    right = mnist_scores.score(images, requested_labels=labels)
+    wrong = mnist_scores.score(images, requested_labels=(labels + 1) % 10)
+    assert right["class_match"] > 0.99 and min(right["class_match_per_class"]) > 0.97
+    assert wrong["class_match"] < 0.02
+    assert right["fid"] == wrong["fid"]  # the request does not change the unconditional scores
+
+
 def test_uint8_and_float_inputs_score_the_same(mnist_scores, mnist_test):
     uint8 = mnist_test[0][:2000].unsqueeze(1)
     as_float = uint8.float() / 127.5 - 1

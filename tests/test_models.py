@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 from src.models import DivergenceError
 from src.training import instantiate_all
 
-MODELS = [("gan", "mlp"), ("ebgan", "mlp"), ("ebgan_pt", "dcgan"), ("began", "began")]
+MODELS = [("gan", "mlp"), ("ebgan", "mlp"), ("ebgan_pt", "dcgan"), ("began", "began"), ("wgan", "mlp"),
+          ("wgan_gp", "dcgan"), ("cgan", "dcgan")]
 
 
 def named_grads(module):
@@ -19,7 +20,7 @@ def named_grads(module):
 @pytest.mark.parametrize(("model_name", "arch"), MODELS)
 def test_d_step_touches_only_d_and_g_step_only_g(make_cfg, model_name, arch):
     cfg = make_cfg(f"model={model_name}", f"arch={arch}", "trainer.limit_train_batches=1",
-                   "trainer.limit_val_batches=0")
+                   "trainer.limit_val_batches=0", "model.d_steps_per_g_step=1")  # a G step on the one batch
     datamodule, model, trainer = instantiate_all(cfg)
     steps = []
     original_backward = model.manual_backward
@@ -207,3 +208,78 @@ def test_divergence_between_checks_is_caught_on_the_epochs_last_batch(make_cfg, 
     with pytest.raises(DivergenceError, match="at training batch 3"):
         trainer.fit(model, datamodule=datamodule)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_wgan_clips_every_critic_weight_after_each_critic_step(make_cfg):
+    cfg = make_cfg("model=wgan", "arch.nLayerD=3", "trainer.limit_train_batches=2", "trainer.limit_val_batches=0")
+    datamodule, model, trainer = instantiate_all(cfg)
+    seen = []
+    original = model.after_discriminator_step
+
+    def spy(logs):
+        original(logs)
+        seen.append(max(p.abs().max().item() for p in model.discriminator.parameters()))
+
+    model.after_discriminator_step = spy
+    trainer.fit(model, datamodule=datamodule)
+    # the layer norm's scale starts at 1 and the init std is 0.002: clipping is what brings it to 0.01
+    assert seen == [pytest.approx(0.01), pytest.approx(0.01)]
+
+
+def test_wgan_gp_critic_step_adds_the_weighted_penalty(make_cfg):
+    model = instantiate(make_cfg("model=wgan_gp", "model.penalty_weight=3").model)
+    real, fake = torch.rand(6, 1, 28, 28) * 2 - 1, torch.rand(6, 1, 28, 28) * 2 - 1
+    torch.manual_seed(0)
+    loss, logs = model.discriminator_loss(real, fake)
+    expected = logs["critic_fake"] - logs["critic_real"] + 3 * logs["gradient_penalty"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert logs["gradient_penalty"].item() > 0
+    loss.backward()  # the penalty's graph reaches the critic's weights (create_graph)
+    assert all(p.grad is not None for p in model.discriminator.parameters())
+
+
+def test_cgan_conditions_both_nets_on_the_batch_labels(make_cfg):
+    cfg = make_cfg("model=cgan", "trainer.limit_train_batches=2", "trainer.limit_val_batches=0")
+    datamodule, model, trainer = instantiate_all(cfg)
+    seen = []
+    original = model.discriminate
+
+    def spy(images, labels=None):
+        seen.append(labels)
+        return original(images, labels)
+
+    batches = []
+    original_step = model.training_step
+
+    def record_batch(batch, batch_idx):
+        batches.append(batch[1].clone())
+        return original_step(batch, batch_idx)
+
+    model.discriminate, model.training_step = spy, record_batch
+    trainer.fit(model, datamodule=datamodule)
+    first_batch_labels = batches[0]
+    assert all(labels is not None for labels in seen)
+    # D step: real and fake batches both carry the real batch's labels
+    assert torch.equal(seen[0], first_batch_labels) and torch.equal(seen[1], first_batch_labels)
+    model.eval()
+    z = torch.randn(4, model.latent_dim)
+    with torch.no_grad():
+        as_threes, as_eights = model(z, torch.full((4,), 3)), model(z, torch.full((4,), 8))
+        halfway = model(z, torch.full((4, 10), 0.0).index_fill_(1, torch.tensor([3, 8]), 0.5))
+    assert not torch.allclose(as_threes, as_eights)  # the label changes the image for a fixed z
+    assert halfway.shape == as_threes.shape  # soft label vectors are accepted (class walks)
+    with pytest.raises(ValueError, match="class-conditional: pass labels"):
+        model(z)
+
+
+def test_unconditional_nets_refuse_labels_and_conditional_nets_require_them():
+    from src.nets import DCGANClassifier, MLPGenerator
+
+    with pytest.raises(ValueError, match="built without num_classes"):
+        MLPGenerator(8, 2, 16, (1, 28, 28))(torch.randn(2, 8), torch.tensor([1, 2]))
+    conditional = DCGANClassifier((1, 28, 28), width=4, num_classes=10)
+    assert conditional.down[0].in_channels == 11  # one image channel + one constant plane per class
+    with pytest.raises(ValueError, match="labels are required"):
+        conditional(torch.randn(2, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"shape \(2, 10\)"):
+        conditional(torch.randn(2, 1, 28, 28), torch.rand(2, 9))

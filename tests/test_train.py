@@ -11,20 +11,24 @@ from src.training import train
 from src.utils import PROJECT_ROOT
 
 RUNS = [("gan", "mlp"), ("gan", "dcgan"), ("ebgan", "mlp"), ("ebgan", "dcgan"), ("ebgan_pt", "mlp"),
-        ("ebgan_pt", "dcgan"), ("began", "began"), ("began", "dcgan")]
+        ("ebgan_pt", "dcgan"), ("began", "began"), ("began", "dcgan"), ("wgan", "mlp"), ("wgan_gp", "dcgan"),
+        ("cgan", "mlp"), ("cgan", "dcgan")]
 
 
 @pytest.mark.parametrize(("model", "arch"), RUNS, ids=[f"{m}-{a}" for m, a in RUNS])
 def test_short_run_leaves_checkpoint_metrics_and_samples(make_cfg, tmp_path, model, arch):
-    cfg = make_cfg(f"model={model}", f"arch={arch}", "logger=csv")
+    # n_critic = 5 for the WGANs: 5 batches = 5 critic steps + 1 G step, the others' 3 x (1 + 1)
+    batches = 5 if model.startswith("wgan") else 3
+    cfg = make_cfg(f"model={model}", f"arch={arch}", "logger=csv", f"trainer.limit_train_batches={batches}")
     result = train(cfg)
     assert result["status"] == "completed"
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "samples" / "epoch_000.png").is_file()
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["status"] == "completed" and written["epochs_completed"] == 1
-    assert written["optimizer_steps"] == 6  # 3 batches x (1 D step + 1 G step)
-    expected = {"gan": "train/d_real", "ebgan": "train/energy_real", "ebgan_pt": "train/pt", "began": "train/k"}
+    assert written["optimizer_steps"] == 6
+    expected = {"gan": "train/d_real", "ebgan": "train/energy_real", "ebgan_pt": "train/pt", "began": "train/k",
+                "wgan": "train/wasserstein_estimate", "wgan_gp": "train/gradient_penalty", "cgan": "train/d_fake"}
     assert expected[model] in written["metrics"]
     assert all(v == v for v in written["metrics"].values())  # no NaN
     assert (tmp_path / "csv" / "metrics.csv").is_file()

@@ -20,8 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from omegaconf import OmegaConf  # noqa: E402
 
-MODEL_NAMES = {"GAN": "GAN", "EBGAN": "EBGAN", "EBGANPT": "EBGAN-PT", "BEGAN": "BEGAN"}
-CHOICE_NAMES = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT", "began": "BEGAN"}
+MODEL_NAMES = {"GAN": "GAN", "EBGAN": "EBGAN", "EBGANPT": "EBGAN-PT", "BEGAN": "BEGAN", "WGAN": "WGAN",
+               "WGANGP": "WGAN-GP", "CGAN": "cGAN"}  # class name -> report name
+CHOICE_NAMES = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT", "began": "BEGAN", "wgan": "WGAN",
+                "wgan_gp": "WGAN-GP", "cgan": "cGAN"}  # model= option -> report name
 COLUMNS = ["model", "nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr", "status",
            "wall_time_s", "is", "is_std", "fid", "kid", "modes_covered", "overrides", "folder"]
 
@@ -101,7 +103,7 @@ def _pyplot():
 def _histograms(rows, key, path, title, lower_is_better=False):
     plt = _pyplot()
 
-    models = [m for m in ("GAN", "EBGAN", "EBGAN-PT", "BEGAN") if _scored(rows, m, key)]
+    models = [m for m in MODEL_NAMES.values() if _scored(rows, m, key)]
     panels = [("all runs", lambda r: True),
               ("nLayerG, nLayerD <= 4", lambda r: r["nLayerG"] != "" and max(r["nLayerG"], r["nLayerD"]) <= 4),
               ("nLayerG, nLayerD <= 3", lambda r: r["nLayerG"] != "" and max(r["nLayerG"], r["nLayerD"]) <= 3)]
@@ -151,7 +153,7 @@ def _best_samples(rows, path):
     plt = _pyplot()
 
     best = []
-    for model in ("GAN", "EBGAN", "EBGAN-PT", "BEGAN"):
+    for model in MODEL_NAMES.values():
         scored = _scored(rows, model)
         if scored:
             top = max(scored, key=lambda r: r["is"])

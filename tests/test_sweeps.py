@@ -15,10 +15,17 @@ from src.utils import PROJECT_ROOT
 
 @pytest.mark.parametrize(("config", "count"), [("ebgan_mnist_grid", 512), ("ebgan_pt_mnist_grid", 512),
                                                ("gan_mnist_grid", 6144), ("cpu_grid_ebgan", 8),
-                                               ("cpu_grid_ebgan_pt", 8), ("cpu_grid_gan", 32)])
+                                               ("cpu_grid_ebgan_pt", 8), ("cpu_grid_gan", 32),
+                                               ("cpu_model_comparison", 6)])
 def test_grid_configs_expand_to_the_paper_counts(config, count):
     jobs = sweep_jobs(config)
     assert len(jobs) == count and len({tuple(j) for j in jobs}) == count
+
+
+def test_model_comparison_runs_every_model_at_its_paper_defaults():
+    jobs = sweep_jobs("cpu_model_comparison")
+    assert sorted(o for job in jobs for o in job if o.startswith("model=")) == sorted(
+        f"model={m}" for m in ("gan", "cgan", "ebgan", "ebgan_pt", "wgan", "wgan_gp"))
 
 
 def test_gan_grid_crosses_optimizers_and_learning_rates():

@@ -34,7 +34,7 @@ class AdversarialModel(LightningModule):
     fakes of a batch are drawn for the labels of its real images) and reach the losses as ``labels``.
     """
 
-    #: key of ``arch.discriminators`` this model trains: "classifier" or "autoencoder"
+    #: key of ``arch.discriminators`` this model trains: "classifier", "critic" or "autoencoder"
     discriminator_role: str = "classifier"
     #: the ``family`` a ``loss`` group option must declare to fit this model
     loss_family: str = "classifier"

@@ -6,7 +6,8 @@ Conventions (the paper's, where it states them):
   Enc = nLayerD - 1 layers of width sizeD, Dec = one linear layer back to the pixels. G and the
   classifier D follow the same count: n_layers - 1 hidden layers of width ``hidden`` + one output layer.
 - Batch norm after every hidden weight layer except D's input layer (none on any output layer: G's
-  image, D's logit or reconstruction); ReLU activations. The auto-encoder's embedding S (for the
+  image, D's logit or reconstruction); ReLU activations. A WGAN critic may use layer norm or none
+  instead (``norm``). The auto-encoder's embedding S (for the
   pulling-away term) is the encoder's last hidden activation, after ReLU (and dropout when dropoutD).
 - Weights ~ N(0, 0.02) in G and N(0, 0.002) in D, biases 0.
 """

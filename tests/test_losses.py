@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from src.losses import (
+    ENERGY_NORMS,
+    Energy,
     began_convergence,
     began_discriminator_loss,
     began_generator_loss,
@@ -95,3 +97,11 @@ def test_began_k_update_by_hand_and_clamped_at_both_ends():
     assert began_k_update(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(5.0), 0.5, 0.001).item() == 0.0
     assert began_k_update(torch.tensor(0.9995), torch.tensor(4.0), torch.tensor(0.0), 0.5, 0.001).item() == 1.0
     assert began_k_update(torch.tensor(0.0), torch.tensor(-0.0), torch.tensor(0.0), 0.5, 0.001).item() == 0.0
+
+
+def test_energy_object_matches_the_function_and_rejects_unknown_norms():
+    x, reconstruction = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    for norm in ENERGY_NORMS:
+        assert torch.equal(Energy(norm)(x, reconstruction), energy(x, reconstruction, norm))
+    with pytest.raises(ValueError, match="unknown energy norm 'l3'"):
+        Energy("l3")

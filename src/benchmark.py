@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from src.models.base import frozen  # noqa: E402
 from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic  # noqa: E402
 
 CELLS = {
@@ -75,12 +76,11 @@ def plain_step(model, optimizer_g, optimizer_d, real):
     loss_d.backward()
     optimizer_d.step()
     model.after_discriminator_step(_)
-    model.discriminator.requires_grad_(False)
-    loss_g, _ = model.generator_loss(fake)
-    optimizer_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    optimizer_g.step()
-    model.discriminator.requires_grad_(True)
+    with frozen(model.discriminator):
+        loss_g, _ = model.generator_loss(fake)
+        optimizer_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizer_g.step()
 
 
 def batches_per_second_plain(model, datamodule, batches: int, warmup: int = 10) -> tuple[float, float]:

@@ -196,3 +196,15 @@ def test_divergence_between_checks_is_caught_on_the_epochs_last_batch(make_cfg, 
     with pytest.raises(DivergenceError, match="at training batch 3"):
         trainer.fit(model, datamodule=datamodule)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_frozen_turns_grads_off_inside_and_restores_only_what_it_froze():
+    from src.models.base import frozen
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    net[1].bias.requires_grad_(False)  # frozen by the user: must stay frozen after the block
+    with frozen(net):
+        assert not any(p.requires_grad for p in net.parameters())
+        net(torch.randn(3, 2, requires_grad=True)).sum().backward()
+    assert all(p.grad is None for p in net.parameters())
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]

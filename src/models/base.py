@@ -54,7 +54,7 @@ class AdversarialModel(LightningModule):
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: OptimizerFactory,
                  optimizer_d: OptimizerFactory, d_steps_per_g_step: int = 1, latent_distribution: str = "normal",
-                 check_finite_every_n_steps: int = 10):
+                 check_finite_every_n_steps: int = 10, compile: bool = False):
         super().__init__()
         if d_steps_per_g_step < 1:
             raise ValueError(f"model.d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
@@ -69,6 +69,7 @@ class AdversarialModel(LightningModule):
         self.latent_distribution = latent_distribution
         self.check_finite_every_n_steps = check_finite_every_n_steps
         self.train_batches_seen = 0  # this process's count, for log/check intervals (never global_step)
+        self.compile_nets = bool(compile)  # opt-in: torch.compile G and D for training (see setup)
 
     # ----------------------------------------------------------------- to be supplied by subclasses
     def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -95,6 +96,12 @@ class AdversarialModel(LightningModule):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
+
+    def setup(self, stage: str) -> None:
+        # nn.Module.compile compiles in place: parameter names, checkpoints and optimisers are unchanged
+        if stage == "fit" and self.compile_nets:
+            self.generator.compile()
+            self.discriminator.compile()
 
     def configure_optimizers(self):
         return [self.optimizer_g_factory(self.generator.parameters()),

@@ -37,3 +37,11 @@ def test_benchmark_configs_keep_or_drop_the_progress_bar_and_mirror_the_precisio
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
     with autocast_context(compose_cfg(cell, str(tmp_path), data_dir)):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_importing_the_project_turns_on_huge_pages_for_large_cpu_tensors():
+    import os
+
+    import src  # noqa: F401
+
+    assert os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"

@@ -45,3 +45,17 @@ def test_importing_the_project_turns_on_huge_pages_for_large_cpu_tensors():
     import src  # noqa: F401
 
     assert os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
+
+
+def test_no_nvml_probe_per_optimizer_step_without_an_nvidia_driver():
+    import ctypes
+    import os
+
+    import src.models  # noqa: F401  (imports Lightning, which asks for the NVML-based CUDA check)
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:  # no driver: each torch.cuda.is_available() (once per Adam.step) would retry loading it
+        assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "0"
+    else:
+        assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"

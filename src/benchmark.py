@@ -1,18 +1,25 @@
-"""Speed benchmark: `python src/benchmark.py [--batches 150] [--out outputs/benchmark.json]`.
+"""Speed benchmark: `python src/benchmark.py [--batches 150] [--rounds 3] [--out outputs/benchmark.json]`.
 
 Measured side by side in one process, for the small / medium / largest cells of the paper's MLP grid and
 for arch=dcgan / arch=began (EBGAN-PT / BEGAN):
 1. training throughput (batches/s) of the project's Lightning loop (default callbacks and CSV logging,
-   no generative metrics) vs a plain PyTorch loop with the same nets, optimisers, losses and batches;
+   no generative metrics; once without and once with the default progress bar) vs a plain PyTorch loop
+   with the same nets, optimisers, losses and batches;
 2. achieved GFLOP/s of a training step (FLOPs counted by torch.utils.flop_counter) vs this machine's
    measured fp32 matmul throughput (the roofline);
 3. the share of step time spent producing batches;
 4. the time of IS + FID + KID on 10 000 samples.
+
+Each loop is timed ``--rounds`` times, the loops taking turns, and the best round counts: other work on
+the machine only ever slows a round down. ``--override`` applies Hydra overrides to every cell, e.g.
+``--override model.compile=true`` or ``--override trainer.precision=bf16-mixed`` (the plain loop then
+runs under the same autocast).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -25,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from src.models.base import frozen  # noqa: E402
 from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic  # noqa: E402
 
 CELLS = {
@@ -39,7 +47,7 @@ CELLS = {
 }
 
 
-def compose_cfg(overrides: list[str], output_dir: str, data_dir: str):
+def compose_cfg(overrides: list[str], output_dir: str, data_dir: str, progress_bar: bool = False):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -50,8 +58,19 @@ def compose_cfg(overrides: list[str], output_dir: str, data_dir: str):
         cfg.paths.output_dir = output_dir
         cfg.paths.data_dir = data_dir
         cfg.callbacks.pop("generative_metrics", None)
-        cfg.callbacks.pop("progress_bar", None)
+        if not progress_bar:
+            cfg.callbacks.pop("progress_bar", None)
     return cfg
+
+
+def autocast_context(cfg):
+    """The autocast that ``trainer.precision`` gives Lightning's loop, for the plain loop."""
+    precision = str(cfg.trainer.get("precision") or "32")
+    if precision.startswith("bf16"):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    if precision not in ("32", "32-true"):
+        raise ValueError(f"benchmark: trainer.precision={precision} is not supported on the CPU plain loop")
+    return contextlib.nullcontext()
 
 
 def matmul_roofline(size: int = 2048, repeats: int = 20) -> float:
@@ -75,29 +94,35 @@ def plain_step(model, optimizer_g, optimizer_d, real):
     loss_d.backward()
     optimizer_d.step()
     model.after_discriminator_step(_)
-    model.discriminator.requires_grad_(False)
-    loss_g, _ = model.generator_loss(fake)
-    optimizer_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    optimizer_g.step()
-    model.discriminator.requires_grad_(True)
+    with frozen(model.discriminator):
+        loss_g, _ = model.generator_loss(fake)
+        optimizer_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizer_g.step()
 
 
-def batches_per_second_plain(model, datamodule, batches: int, warmup: int = 10) -> tuple[float, float]:
-    """(batches/s of the plain loop, seconds spent producing batches per batch)."""
+def batches_per_second_plain(model, datamodule, batches: int, warmup: int = 10, max_seconds: float = float("inf"),
+                             context=contextlib.nullcontext) -> tuple[float, float, int]:
+    """(batches/s of the plain loop, seconds spent producing batches per batch, batches timed).
+
+    Stops after ``batches`` timed batches or ``max_seconds``, whichever comes first (at least 3 batches).
+    """
     optimizer_g, optimizer_d = model.configure_optimizers()
     model.train()
     loader = iter(datamodule.train_dataloader())
-    for _ in range(warmup):
-        plain_step(model, optimizer_g, optimizer_d, next(loader)[0])
-    produce = 0.0
-    started = time.perf_counter()
-    for _ in range(batches):
-        t = time.perf_counter()
-        real = next(loader)[0]
-        produce += time.perf_counter() - t
-        plain_step(model, optimizer_g, optimizer_d, real)
-    return batches / (time.perf_counter() - started), produce / batches
+    with context():
+        for _ in range(warmup):
+            plain_step(model, optimizer_g, optimizer_d, next(loader)[0])
+        produce, count = 0.0, 0
+        started = time.perf_counter()
+        while count < batches and (count < 3 or time.perf_counter() - started < max_seconds):
+            t = time.perf_counter()
+            real = next(loader)[0]
+            produce += time.perf_counter() - t
+            plain_step(model, optimizer_g, optimizer_d, real)
+            count += 1
+        elapsed = time.perf_counter() - started
+    return count / elapsed, produce / count, count
 
 
 class BatchTimer:
@@ -159,12 +184,38 @@ def metrics_seconds(data_dir: str, n: int = 10000) -> dict:
     return {"samples": n, "real_features_s": setup, "is_fid_kid_s": time.perf_counter() - started}
 
 
+def best_rounds(cfg, cfg_bar, datamodule, model, args) -> dict:
+    """Plain loop, Lightning loop and Lightning loop + progress bar in turns; the best of ``args.rounds`` each."""
+    plain, lightning, bar, produce = [], [], [], []
+    for _ in range(args.rounds):
+        rate, production, count = batches_per_second_plain(model, datamodule, args.batches,
+                                                           max_seconds=args.max_seconds,
+                                                           context=lambda: autocast_context(cfg))
+        plain.append(rate)
+        produce.append(production * rate)
+        lightning.append(batches_per_second_lightning(copy.deepcopy(cfg), count))
+        if cfg_bar is not None:
+            bar.append(batches_per_second_lightning(copy.deepcopy(cfg_bar), count))
+    best = {"plain_batches_s": max(plain), "lightning_batches_s": max(lightning),
+            "batch_production_share": min(produce), "rounds": {"plain": plain, "lightning": lightning}}
+    if bar:
+        best["lightning_bar_batches_s"] = max(bar)
+        best["rounds"]["lightning_bar"] = bar
+    return best
+
+
 def main(argv=None) -> dict:
     from hydra.utils import instantiate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=150, help="timed batches per loop (after 10 warm-up)")
+    parser.add_argument("--max-seconds", type=float, default=15.0,
+                        help="time cap per plain-loop round (the Lightning loops then run as many batches)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per loop; the best one counts")
     parser.add_argument("--cells", nargs="*", default=list(CELLS), help="which cells (default: all)")
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every cell")
+    parser.add_argument("--no-progress-bar", action="store_true",
+                        help="skip the Lightning loop with the default progress bar")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "outputs" / "benchmark.json")
     parser.add_argument("--roofline-size", type=int, default=2048, help="square matmul size for the roofline")
     parser.add_argument("--metrics-samples", type=int, default=10000, help="samples scored for the metrics time")
@@ -176,27 +227,33 @@ def main(argv=None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cells:
-            cfg = compose_cfg(CELLS[name], tmp, data_dir)
+            cfg = compose_cfg([*CELLS[name], *args.override], tmp, data_dir)
+            cfg_bar = None if args.no_progress_bar else compose_cfg([*CELLS[name], *args.override], tmp, data_dir,
+                                                                     progress_bar=True)
             datamodule = instantiate(cfg.data)
             datamodule.setup("fit")
             torch.manual_seed(0)
+            flops = step_flops(instantiate(cfg.model), datamodule)  # eager fp32 nets: the work a step asks for
             model = instantiate(cfg.model)
-            flops = step_flops(copy.deepcopy(model), datamodule)
-            plain, produce = batches_per_second_plain(model, datamodule, args.batches)
-            lightning = batches_per_second_lightning(cfg, args.batches)
-            rows.append({"cell": name, "plain_batches_s": plain, "lightning_batches_s": lightning,
-                         "lightning_vs_plain": lightning / plain, "gflop_per_batch": flops / 1e9,
-                         "gflops_plain": flops * plain / 1e9, "roofline_share": flops * plain / 1e9 / roofline,
-                         "batch_production_share": produce * plain})
-            r = rows[-1]
-            print(f"{name:30} plain {r['plain_batches_s']:7.1f}/s  lightning {r['lightning_batches_s']:7.1f}/s  "
-                  f"ratio {r['lightning_vs_plain']:.3f}  {r['gflops_plain']:6.1f} GFLOP/s "
-                  f"({100 * r['roofline_share']:.0f} % of roofline)  batches {100 * r['batch_production_share']:.1f} %")
+            model.setup("fit")  # model.compile=true compiles here, as in the Lightning loop
+            best = best_rounds(cfg, cfg_bar, datamodule, model, args)
+            plain = best["plain_batches_s"]
+            row = {"cell": name, **best, "lightning_vs_plain": best["lightning_batches_s"] / plain,
+                   "gflop_per_batch": flops / 1e9, "gflops_plain": flops * plain / 1e9,
+                   "roofline_share": flops * plain / 1e9 / roofline}
+            if "lightning_bar_batches_s" in best:
+                row["lightning_bar_vs_plain"] = best["lightning_bar_batches_s"] / plain
+            rows.append(row)
+            bar = f"  + bar {row['lightning_bar_vs_plain']:.3f}" if "lightning_bar_vs_plain" in row else ""
+            print(f"{name:30} plain {plain:7.1f}/s  lightning {row['lightning_batches_s']:7.1f}/s  "
+                  f"ratio {row['lightning_vs_plain']:.3f}{bar}  {row['gflops_plain']:6.1f} GFLOP/s "
+                  f"({100 * row['roofline_share']:.0f} % of roofline)  batches {100 * row['batch_production_share']:.1f} %",
+                  flush=True)
     scoring = metrics_seconds(data_dir, args.metrics_samples)
     print(f"IS + FID + KID on {scoring['samples']} samples: {scoring['is_fid_kid_s']:.2f} s "
           f"(+ {scoring['real_features_s']:.2f} s once for the real features)")
     result = {"roofline_gflops": roofline, "threads": torch.get_num_threads(), "cells": rows, "metrics": scoring,
-              "torch": torch.__version__}
+              "overrides": args.override, "rounds": args.rounds, "torch": torch.__version__}
     write_json_atomic(args.out, result)
     print(f"written to {args.out}")
     return result

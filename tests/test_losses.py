@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from src.losses import (
+    ENERGY_NORMS,
+    Energy,
     began_convergence,
     began_discriminator_loss,
     began_generator_loss,
@@ -133,3 +135,11 @@ def test_gradient_penalty_interpolates_real_and_fake_by_the_mixing_weight():
     # sample 2, e = 1:   x_hat (2, 0),     ||grad|| = 4      -> 9
     penalty = gradient_penalty(lambda x: x.pow(2).sum(1), real, fake, mixing=t(0.5, 1.0))
     assert penalty.item() == pytest.approx((3 - 2 * math.sqrt(2) + 9) / 2)
+
+
+def test_energy_object_matches_the_function_and_rejects_unknown_norms():
+    x, reconstruction = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    for norm in ENERGY_NORMS:
+        assert torch.equal(Energy(norm)(x, reconstruction), energy(x, reconstruction, norm))
+    with pytest.raises(ValueError, match="unknown energy norm 'l3'"):
+        Energy("l3")

@@ -283,3 +283,27 @@ def test_unconditional_nets_refuse_labels_and_conditional_nets_require_them():
         conditional(torch.randn(2, 1, 28, 28))
     with pytest.raises(ValueError, match=r"shape \(2, 10\)"):
         conditional(torch.randn(2, 1, 28, 28), torch.rand(2, 9))
+
+
+def test_frozen_turns_grads_off_inside_and_restores_only_what_it_froze():
+    from src.models.base import frozen
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    net[1].bias.requires_grad_(False)  # frozen by the user: must stay frozen after the block
+    with frozen(net):
+        assert not any(p.requires_grad for p in net.parameters())
+        net(torch.randn(3, 2, requires_grad=True)).sum().backward()
+    assert all(p.grad is None for p in net.parameters())
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
+
+
+def test_model_compile_is_opt_in_for_fit_and_keeps_parameter_names(make_cfg):
+    plain = instantiate(make_cfg("model=ebgan").model)
+    plain.setup("fit")
+    assert plain.generator._compiled_call_impl is None and plain.discriminator._compiled_call_impl is None
+    model = instantiate(make_cfg("model=ebgan", "model.compile=true").model)
+    model.setup("validate")
+    assert model.generator._compiled_call_impl is None
+    model.setup("fit")
+    assert model.generator._compiled_call_impl is not None and model.discriminator._compiled_call_impl is not None
+    assert list(model.state_dict()) == list(plain.state_dict())  # checkpoints stay interchangeable

@@ -74,3 +74,20 @@ def test_cli_rejects_a_model_arch_mismatch_before_training(tmp_path, data_dir):
     assert done.returncode == 2
     assert "arch=began has no classifier discriminator" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "checkpoints").exists()
+
+
+def test_default_progress_bar_is_throttled_and_updates_on_the_epochs_last_batch():
+    from unittest import mock
+
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from src.callbacks import ThrottledRichProgressBar
+
+    bar = ThrottledRichProgressBar(every_n_batches=20)
+    trainer = mock.Mock(num_training_batches=45)
+    with mock.patch.object(RichProgressBar, "on_train_batch_end") as stock:
+        for batch_idx in range(45):
+            bar.on_train_batch_end(trainer, None, None, None, batch_idx)
+    assert [c.args[-1] for c in stock.call_args_list] == [19, 39, 44]
+    with pytest.raises(ValueError, match="every_n_batches must be >= 1"):
+        ThrottledRichProgressBar(every_n_batches=0)

@@ -5,5 +5,8 @@ from src.models.began import BEGAN
 from src.models.ebgan import EBGAN, EBGANPT
 from src.models.gan import CGAN, GAN
 from src.models.wgan import WGAN, WGANGP
+from src.utils.runtime import skip_failing_nvml_probe
+
+skip_failing_nvml_probe()  # after Lightning's import, which sets the NVML check (see its docstring)
 
 __all__ = ["AdversarialModel", "BEGAN", "CGAN", "DivergenceError", "EBGAN", "EBGANPT", "GAN", "WGAN", "WGANGP"]

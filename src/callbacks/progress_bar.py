@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 class ThrottledRichProgressBar(RichProgressBar):
     """Updates the training bar (count and metrics) every ``every_n_batches`` batches and on an epoch's last.
 
-    The stock bar does its bookkeeping after every batch, which costs as much as a small MLP's step;
+    The stock bar does its bookkeeping after every batch (~16 % of the small MLP cell's throughput);
     every few batches reads the same and leaves the step time alone. ``refresh_rate`` keeps its
     Lightning meaning (redraws per second; 0 disables the bar).
     """

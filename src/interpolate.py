@@ -40,7 +40,8 @@ def interpolate(cfg: DictConfig) -> dict:
     from torchvision.utils import save_image
 
     from src.checkpoints import load_checkpoint
-    from src.interpolation import interpolation_latents, render, walk
+    from src.callbacks.generative_metrics import render
+    from src.interpolation import interpolation_latents, walk
     from src.metrics.classifier import load_classifier
     from src.utils import write_json_atomic
 

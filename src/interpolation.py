@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from src.callbacks.generative_metrics import render
 from src.metrics.classifier import to_classifier_input
 
 #: a class direction needs at least this many generated samples of each of its two classes
@@ -49,17 +50,6 @@ def interpolation_latents(model, pairs: int, steps: int, mode: str, seed: int = 
     start, end = z0.repeat_interleave(steps, 0), z1.repeat_interleave(steps, 0)
     weights = t.repeat(pairs)
     return (lerp if mode == "linear" else slerp)(start, end, weights)
-
-
-@torch.no_grad()
-def render(model, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000) -> torch.Tensor:
-    """G(z[, labels]) in eval mode, on the CPU."""
-    model.eval()
-    chunks = []
-    for start in range(0, z.shape[0], batch_size):
-        chunk_labels = None if labels is None else labels[start : start + batch_size].to(model.device)
-        chunks.append(model(z[start : start + batch_size].to(model.device), chunk_labels).float().cpu())
-    return torch.cat(chunks)
 
 
 @torch.no_grad()

@@ -16,6 +16,19 @@ def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def render(model, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000) -> torch.Tensor:
+    """G(z[, labels]) with the model in eval mode (its mode restored after), in chunks; images on the CPU."""
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for start in range(0, z.shape[0], batch_size):
+        chunk_labels = None if labels is None else labels[start : start + batch_size].to(model.device)
+        chunks.append(model(z[start : start + batch_size].to(model.device), chunk_labels).float().cpu())
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
 def generate(model, n: int, batch_size: int = 1000, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
     """n samples from ``model``'s generator in eval mode, from seeded latents; the global RNG is untouched.
 
@@ -24,15 +37,9 @@ def generate(model, n: int, batch_size: int = 1000, seed: int = 0, labels: torch
     if model.num_classes and labels is None:
         labels = balanced_labels(n, model.num_classes)
     seeded = torch.Generator().manual_seed(seed)
-    was_training = model.generator.training
-    model.generator.eval()
-    chunks = []
-    for start in range(0, n, batch_size):
-        z = model.sample_latent(min(batch_size, n - start), generator=seeded, device="cpu").to(model.device)
-        chunk_labels = None if labels is None else labels[start : start + z.shape[0]].to(model.device)
-        chunks.append(model(z, chunk_labels).float())
-    model.generator.train(was_training)
-    return torch.cat(chunks)
+    z = torch.cat([model.sample_latent(min(batch_size, n - start), generator=seeded, device="cpu")
+                   for start in range(0, n, batch_size)])  # drawn chunk by chunk: the same latents as before
+    return render(model, z, labels, batch_size)
 
 
 class GenerativeMetrics(Callback):

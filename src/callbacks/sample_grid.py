@@ -8,7 +8,7 @@ import torch
 from lightning import Callback
 from torchvision.utils import make_grid, save_image
 
-from src.callbacks.generative_metrics import balanced_labels
+from src.callbacks.generative_metrics import balanced_labels, render
 
 
 class SampleGrid(Callback):
@@ -36,12 +36,7 @@ class SampleGrid(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking:
             return
-        was_training = pl_module.generator.training
-        pl_module.generator.eval()
-        with torch.no_grad():
-            labels = None if self.fixed_labels is None else self.fixed_labels.to(pl_module.device)
-            images = pl_module(self.fixed_latent.to(pl_module.device), labels).float().cpu()
-        pl_module.generator.train(was_training)
+        images = render(pl_module, self.fixed_latent, self.fixed_labels)
         grid = make_grid(images, nrow=self.columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"epoch_{trainer.current_epoch:03d}.png"

@@ -23,3 +23,12 @@ def label_vectors(labels: torch.Tensor | None, num_classes: int, batch_size: int
 def check_unconditional(labels: torch.Tensor | None, net: str) -> None:
     if labels is not None:
         raise ValueError(f"{net} was built without num_classes, so it takes no labels")
+
+
+def append_label_vectors(h: torch.Tensor, labels: torch.Tensor | None, num_classes: int, net: str) -> torch.Tensor:
+    """``h`` [N, F] with the [N, C] label vectors appended (a conditional net), or ``h`` itself when the net
+    has no classes (then no labels may be given)."""
+    if not num_classes:
+        check_unconditional(labels, net)
+        return h
+    return torch.cat([h, label_vectors(labels, num_classes, h.shape[0])], dim=1)

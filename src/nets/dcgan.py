@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.nets.conditioning import check_unconditional, label_vectors
+from src.nets.conditioning import append_label_vectors, check_unconditional, label_vectors
 
 
 def _base_size(image_size: int) -> int:
@@ -79,10 +79,7 @@ class DCGANGenerator(nn.Module):
         _init_dcgan(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.num_classes:
-            z = torch.cat([z, label_vectors(labels, self.num_classes, z.shape[0])], dim=1)
-        else:
-            check_unconditional(labels, type(self).__name__)
+        z = append_label_vectors(z, labels, self.num_classes, type(self).__name__)
         h = self.project(z).view(z.shape[0], -1, self.base, self.base)
         return torch.tanh(self.up(h))
 

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from src.nets.conditioning import check_unconditional, label_vectors
+from src.nets.conditioning import append_label_vectors
 
 
 def _init_normal(module: nn.Module, std: float) -> None:
@@ -74,10 +74,7 @@ class MLPGenerator(nn.Module):
         _init_normal(self, init_std)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.num_classes:
-            z = torch.cat([z, label_vectors(labels, self.num_classes, z.shape[0])], dim=1)
-        else:
-            check_unconditional(labels, type(self).__name__)
+        z = append_label_vectors(z, labels, self.num_classes, type(self).__name__)
         return torch.tanh(self.out(self.body(z))).view(z.shape[0], *self.image_shape)
 
 
@@ -100,11 +97,7 @@ class MLPClassifier(nn.Module):
         _init_normal(self, init_std)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = x.flatten(1)
-        if self.num_classes:
-            h = torch.cat([h, label_vectors(labels, self.num_classes, x.shape[0])], dim=1)
-        else:
-            check_unconditional(labels, type(self).__name__)
+        h = append_label_vectors(x.flatten(1), labels, self.num_classes, type(self).__name__)
         return self.out(self.body(h)).squeeze(1)
 
 

@@ -18,10 +18,14 @@ def final_weights(path):
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
-@pytest.mark.parametrize(("model", "arch"), [("ebgan_pt", "mlp"), ("began", "began")])
+# per model: a knob that makes 4 batches per epoch exercise its state (BEGAN's lr decay; WGAN's G steps)
+RESUME_KNOBS = {"ebgan_pt": "model.margin=10", "began": "model.lr_decay_patience=1", "wgan": "model.d_steps_per_g_step=3"}
+
+
+@pytest.mark.parametrize(("model", "arch"), [("ebgan_pt", "mlp"), ("began", "began"), ("wgan", "dcgan")])
 def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_factory, model, arch):
     steps = [f"model={model}", f"arch={arch}", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
-             "trainer.deterministic=true", "model.lr_decay_patience=1" if model == "began" else "model.margin=10"]
+             "trainer.deterministic=true", RESUME_KNOBS[model]]
     straight_dir, half_dir, resumed_dir = (tmp_path_factory.mktemp(n) for n in ("straight", "half", "resumed"))
 
     def run(folder, epochs, *extra):

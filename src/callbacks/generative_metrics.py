@@ -71,8 +71,12 @@ class GenerativeMetrics(Callback):
             return
         started = time.perf_counter()
         requested = balanced_labels(self.n_samples, pl_module.num_classes) if pl_module.num_classes else None
-        images = generate(pl_module, self.n_samples, seed=self.seed, labels=requested)
-        result = self._scores(trainer, pl_module).score(images, requested_labels=requested)
+        device = pl_module.device
+        # building the classifier draws initial weights from the global RNG: forked, so that scoring (and
+        # how often it runs) never changes the latents and weights of the training that follows
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            images = generate(pl_module, self.n_samples, seed=self.seed, labels=requested)
+            result = self._scores(trainer, pl_module).score(images, requested_labels=requested)
         values = {k: float(v) for k, v in result.items() if not isinstance(v, list)}
         for c, share in enumerate(result.get("class_match_per_class", [])):
             values[f"class_match_{c}"] = share

@@ -153,9 +153,9 @@ def test_cli_refuses_a_missing_checkpoint(tmp_path):
     assert done.returncode == 2 and f"ckpt_path={tmp_path}/x.ckpt: no such file" in done.stderr
 
 
-def test_scoring_during_training_does_not_change_what_is_trained(make_cfg, tmp_path):
-    """The metrics and sample-grid callbacks (classifier built, samples drawn, IS/KID subsets) leave the
-    training RNG alone."""
+def test_validation_scoring_and_sample_grids_do_not_change_what_is_trained(make_cfg, tmp_path):
+    """Validation, the metrics and the sample-grid callbacks (classifier built, samples drawn, IS/KID
+    subsets) leave the training RNG alone: how often they run never changes the trained weights."""
     from src.training import train
 
     def final_weights(*extra, keep_metrics):
@@ -168,6 +168,6 @@ def test_scoring_during_training_does_not_change_what_is_trained(make_cfg, tmp_p
         return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
     scored, unscored = final_weights(keep_metrics=True), final_weights(keep_metrics=False)
-    bare = final_weights("callbacks.sample_grid=null", keep_metrics=False)
+    bare = final_weights("callbacks.sample_grid=null", "trainer.limit_val_batches=0", keep_metrics=False)
     for key in scored:
         assert torch.equal(scored[key], unscored[key]) and torch.equal(scored[key], bare[key]), key

@@ -13,6 +13,7 @@ from src.nets.batch_norm import batch_statistics
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
+VALIDATION_SEED = 1_000_003  # validation batch i draws its latents from a generator seeded with this + i
 
 
 @contextmanager
@@ -193,7 +194,10 @@ class AdversarialModel(LightningModule):
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx: int) -> None:
         real, labels = batch[0], self.batch_labels(batch)
-        fake = self(self.sample_latent(real.shape[0]), labels)  # G in eval mode, as when sampling
+        # latents seeded per batch: every epoch is validated on the same z, and validation never draws from
+        # the training RNG (how often it runs must not change the trained weights)
+        seeded = torch.Generator(device=self.device).manual_seed(VALIDATION_SEED + batch_idx)
+        fake = self(self.sample_latent(real.shape[0], generator=seeded), labels)  # G in eval mode, as when sampling
         with batch_statistics(self.discriminator):  # D as it is trained: real and fake normalised apart
             logs = self.validation_values(real, fake, labels)
         self.log_dict({f"val/{k}": v for k, v in logs.items()}, on_step=False, on_epoch=True,

@@ -1,4 +1,5 @@
-"""Exact resume, preemption, W&B offline logging, and bad input refused before training."""
+"""Exact resume, training untouched by validation and scoring, preemption, W&B offline logging, and bad input
+refused before training."""
 
 import json
 import os
@@ -43,6 +44,25 @@ def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_fact
     if model == "began":
         assert straight["k"].item() > 0 and torch.equal(straight["k"], resumed["k"])
 
+
+
+def test_validation_scoring_and_sample_grids_do_not_change_what_is_trained(make_cfg, tmp_path):
+    """Validation, the metrics and the sample-grid callbacks (classifier built, samples drawn, IS/KID
+    subsets) leave the training RNG alone: how often they run never changes the trained weights."""
+
+    def run(*extra, keep_metrics):
+        folder = tmp_path / f"metrics_{keep_metrics}_{len(extra)}"
+        cfg = make_cfg("model=ebgan", "trainer.max_epochs=2", "callbacks.generative_metrics.n_samples=200",
+                       "callbacks.generative_metrics.n_real=200", "callbacks.generative_metrics.kid_subset_size=50",
+                       "callbacks.generative_metrics.kid_subsets=2", *extra, keep_metrics=keep_metrics)
+        cfg.paths.output_dir = str(folder)
+        assert train(cfg)["status"] == "completed"
+        return final_weights(folder / "checkpoints" / "last.ckpt")
+
+    scored, unscored = run(keep_metrics=True), run(keep_metrics=False)
+    bare = run("callbacks.sample_grid=null", "trainer.limit_val_batches=0", keep_metrics=False)
+    for key in scored:
+        assert torch.equal(scored[key], unscored[key]) and torch.equal(scored[key], bare[key]), key
 
 def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path, data_dir):
     command = [sys.executable, str(PROJECT_ROOT / "src" / "train.py"), f"hydra.run.dir={tmp_path}", "logger=csv",

@@ -23,17 +23,14 @@ import contextlib
 import copy
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from src.models.base import frozen  # noqa: E402
-from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic  # noqa: E402
+from src.models.base import frozen
+from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic
 
 CELLS = {
     "mlp small (2x400 / 2x128)": ["model=ebgan", "arch=mlp", "arch.nLayerG=2", "arch.sizeG=400", "arch.nLayerD=2",

@@ -7,15 +7,12 @@ class-conditional model is asked for every class equally and also gets ``class_m
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from src.utils import register_resolvers  # noqa: E402
+from src.utils import register_resolvers
 
 register_resolvers()
 

@@ -13,12 +13,9 @@ import csv
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import OmegaConf
 
 MODEL_NAMES = {"GAN": "GAN", "EBGAN": "EBGAN", "EBGANPT": "EBGAN-PT", "BEGAN": "BEGAN", "WGAN": "WGAN",
                "WGANGP": "WGAN-GP", "CGAN": "cGAN"}  # class name -> report name

@@ -8,15 +8,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from src.utils import ConfigError, register_resolvers  # noqa: E402
+from src.utils import ConfigError, register_resolvers
 
 register_resolvers()
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python src/train.py` from anywhere
+import hydra
+import lightning  # noqa: F401  (imported first so its log handlers exist to be removed below)
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-import lightning  # noqa: E402,F401  (imported first so its log handlers exist to be removed below)
-from omegaconf import DictConfig  # noqa: E402
-
-from src.utils import register_resolvers  # noqa: E402
+from src.utils import register_resolvers
 
 register_resolvers()
 log = logging.getLogger("train")

@@ -7,15 +7,10 @@ changes (its architecture, its training recipe, or a new dataset), and commit bo
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import hydra
+from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from src.utils import register_resolvers  # noqa: E402
+from src.utils import register_resolvers
 
 register_resolvers()
 

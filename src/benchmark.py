@@ -144,7 +144,7 @@ class BatchTimer:
 def batches_per_second_lightning(cfg, batches: int, warmup: int = 10) -> float:
     from omegaconf import open_dict
 
-    from src.training import instantiate_all
+    from src.runs.training import instantiate_all
 
     with open_dict(cfg):
         cfg.trainer.max_epochs = 1

@@ -20,10 +20,10 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict:
     import time
 
-    from src.callbacks.generative_metrics import balanced_labels, generate
-    from src.checkpoints import load_checkpoint
+    from src.runs.checkpoints import load_checkpoint
     from src.data import ImageDataModule
     from src.metrics.scores import GenerativeScores
+    from src.sampling import generate, requested_labels
     from src.utils import write_json_atomic
 
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     scores = GenerativeScores(run_cfg.data.dataset, data.splits["test"][0][: cfg.n_real], cfg.device,
                               kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size, seed=cfg.seed)
-    requested = balanced_labels(cfg.n_samples, model.num_classes) if model.num_classes else None
+    requested = requested_labels(model, cfg.n_samples)
     result = scores.score(generate(model, cfg.n_samples, seed=cfg.seed, labels=requested), requested_labels=requested)
     result.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "model": run_cfg.model._target_,
                    "dataset": run_cfg.data.dataset, "n_samples": cfg.n_samples, "n_real": cfg.n_real,
@@ -48,7 +48,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    from src.entry import report_user_errors
+    from src.runs.cli import report_user_errors
 
     return report_user_errors(evaluate, cfg, key="fid")
 

@@ -33,13 +33,10 @@ def _check(cfg: DictConfig) -> None:
 def interpolate(cfg: DictConfig) -> dict:
     import json
 
-    import torch
-    from torchvision.utils import save_image
-
-    from src.checkpoints import load_checkpoint
-    from src.callbacks.generative_metrics import render
-    from src.interpolation import interpolation_latents, walk
+    from src.runs.checkpoints import load_checkpoint
     from src.metrics.classifier import load_classifier
+    from src.sampling import balanced_labels, render, save_grid
+    from src.sampling.interpolation import interpolation_latents, walk
     from src.utils import write_json_atomic
 
     _check(cfg)
@@ -49,15 +46,14 @@ def interpolate(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def save(images, name: str, columns: int) -> str:
-        save_image(images, out_dir / name, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
-        return str(out_dir / name)
+        return str(save_grid(images, out_dir / name, columns))
 
     written = []
     for mode in ("linear", "spherical"):
         z = interpolation_latents(model, cfg.pairs, cfg.steps, mode, cfg.seed)
         # a conditional G keeps one class per row, so the row shows the latent's effect alone
         labels = (None if not model.num_classes else
-                  (torch.arange(cfg.pairs) % model.num_classes).repeat_interleave(cfg.steps))
+                  balanced_labels(cfg.pairs, model.num_classes).repeat_interleave(cfg.steps))
         written.append(save(render(model, z, labels), f"{mode}.png", cfg.steps))
 
     try:
@@ -74,7 +70,7 @@ def interpolate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="interpolate")
 def main(cfg: DictConfig) -> None:
-    from src.entry import report_user_errors
+    from src.runs.cli import report_user_errors
 
     report_user_errors(interpolate, cfg)
 

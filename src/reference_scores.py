@@ -49,7 +49,7 @@ def reference_scores(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="reference_scores")
 def main(cfg: DictConfig) -> None:
-    from src.entry import report_user_errors
+    from src.runs.cli import report_user_errors
 
     report_user_errors(reference_scores, cfg)
 

@@ -31,7 +31,7 @@ def _optimizer_name(node) -> str:
 
 def collect(folder: Path) -> list[dict]:
     """One row per job of a multirun folder: the launched ones and those its multirun.yaml expects."""
-    from src.sweeps import jobs_of_multirun
+    from src.runs.sweep_jobs import jobs_of_multirun
 
     rows, seen = [], set()
     for overrides_file in sorted(folder.glob("*/.hydra/overrides.yaml")):

@@ -18,16 +18,11 @@ from src.utils import ConfigError, register_resolvers
 register_resolvers()
 
 
-def to_uint8(images):
-    """[-1, 1] floats -> 0-255 uint8 (round to nearest)."""
-    return images.clamp(-1, 1).add(1).mul(127.5).round().to("cpu").byte()
-
-
-def requested_labels(model, n: int, wanted_class, ckpt_path) -> tuple:
+def labels_and_columns(model, n: int, wanted_class, ckpt_path) -> tuple:
     """(labels to generate, grid columns): ``class=`` for a conditional model, every class in turn by default."""
     import torch
 
-    from src.callbacks.generative_metrics import balanced_labels
+    from src.sampling import balanced_labels
 
     if not model.num_classes:
         if wanted_class is not None:
@@ -43,10 +38,8 @@ def requested_labels(model, n: int, wanted_class, ckpt_path) -> tuple:
 
 def sample(cfg: DictConfig) -> str:
     import numpy as np
-    from torchvision.utils import save_image
-
-    from src.callbacks.generative_metrics import generate
-    from src.checkpoints import load_checkpoint
+    from src.runs.checkpoints import load_checkpoint
+    from src.sampling import generate, save_grid, to_uint8
 
     out = Path(cfg.out)
     if out.suffix not in (".npz", ".png"):
@@ -54,7 +47,7 @@ def sample(cfg: DictConfig) -> str:
     if cfg.n < 1:
         raise ConfigError(f"n={cfg.n}: must be >= 1")
     model, _ = load_checkpoint(cfg.ckpt_path)
-    labels, columns = requested_labels(model, cfg.n, cfg.get("class"), cfg.ckpt_path)
+    labels, columns = labels_and_columns(model, cfg.n, cfg.get("class"), cfg.ckpt_path)
     images = generate(model.to(cfg.device), cfg.n, seed=cfg.seed, labels=labels)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
@@ -63,7 +56,7 @@ def sample(cfg: DictConfig) -> str:
             arrays["labels"] = labels.numpy()
         np.savez_compressed(out, **arrays)
     else:
-        save_image(images, out, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
+        save_grid(images, out, columns)
     what = "" if cfg.get("class") is None else f" of class {cfg['class']}"
     print(f"wrote {cfg.n} samples{what} to {out.resolve()}")
     return str(out)
@@ -71,7 +64,7 @@ def sample(cfg: DictConfig) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    from src.entry import report_user_errors
+    from src.runs.cli import report_user_errors
 
     report_user_errors(sample, cfg)
 

@@ -16,12 +16,15 @@ log = logging.getLogger("train")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from src.entry import run_or_report
+    from src.runs.cli import report_user_errors
+    from src.runs.training import train
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # Hydra's handlers already print and file these
         logging.getLogger(name).handlers.clear()
 
-    return run_or_report(cfg)
+    metrics = report_user_errors(train, cfg, key="metrics")
+    metric = cfg.get("optimized_metric")  # the value returned to a Hydra sweeper
+    return None if not metric or metrics is None else metrics.get(metric)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from src.data import load_split
-from src.interpolation import interpolation_latents, lerp, slerp, walk
+from src.sampling.interpolation import interpolation_latents, lerp, slerp, walk
 from src.metrics.classifier import load_classifier
-from src.training import train
+from src.runs.training import train
 from src.utils import PROJECT_ROOT
 
 

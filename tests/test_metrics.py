@@ -114,7 +114,7 @@ def test_training_logs_the_scores_and_the_clis_work_on_its_checkpoint(make_cfg, 
     import subprocess
     import sys
 
-    from src.training import train
+    from src.runs.training import train
     from src.utils import PROJECT_ROOT
 
     cfg = make_cfg("model=ebgan", "callbacks.generative_metrics.n_samples=300",

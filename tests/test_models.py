@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from src.models import DivergenceError
-from src.training import instantiate_all
+from src.runs.training import instantiate_all
 
 MODELS = [("gan", "mlp"), ("ebgan", "mlp"), ("ebgan_pt", "dcgan"), ("began", "began"), ("wgan", "mlp"),
           ("wgan_gp", "dcgan"), ("cgan", "dcgan")]

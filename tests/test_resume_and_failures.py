@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from src.training import train
+from src.runs.training import train
 from src.utils import PROJECT_ROOT, ConfigError, check_paths
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from src.report import write_report
-from src.sweeps import sweep_jobs
+from src.runs.sweep_jobs import sweep_jobs
 from src.utils import PROJECT_ROOT
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from src.training import train
+from src.runs.training import train
 from src.utils import PROJECT_ROOT
 
 RUNS = [("gan", "mlp"), ("gan", "dcgan"), ("ebgan", "mlp"), ("ebgan", "dcgan"), ("ebgan_pt", "mlp"),

@@ -1,6 +1,6 @@
-from src.callbacks.generative_metrics import GenerativeMetrics, generate
+from src.callbacks.generative_metrics import GenerativeMetrics
 from src.callbacks.interrupt import CheckpointOnInterrupt
 from src.callbacks.progress_bar import ThrottledRichProgressBar
 from src.callbacks.sample_grid import SampleGrid
 
-__all__ = ["CheckpointOnInterrupt", "GenerativeMetrics", "SampleGrid", "ThrottledRichProgressBar", "generate"]
+__all__ = ["CheckpointOnInterrupt", "GenerativeMetrics", "SampleGrid", "ThrottledRichProgressBar"]

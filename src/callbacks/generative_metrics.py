@@ -8,38 +8,7 @@ import torch
 from lightning import Callback
 
 from src.metrics.scores import GenerativeScores
-
-
-def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
-    """0, 1, ..., C-1, 0, 1, ...: every class requested n / C times (to within one)."""
-    return torch.arange(n) % num_classes
-
-
-@torch.no_grad()
-def render(model, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000) -> torch.Tensor:
-    """G(z[, labels]) with the model in eval mode (its mode restored after), in chunks; images on the CPU."""
-    was_training = model.training
-    model.eval()
-    chunks = []
-    for start in range(0, z.shape[0], batch_size):
-        chunk_labels = None if labels is None else labels[start : start + batch_size].to(model.device)
-        chunks.append(model(z[start : start + batch_size].to(model.device), chunk_labels).float().cpu())
-    model.train(was_training)
-    return torch.cat(chunks)
-
-
-@torch.no_grad()
-def generate(model, n: int, batch_size: int = 1000, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """n samples from ``model``'s generator in eval mode, from seeded latents; the global RNG is untouched.
-
-    A class-conditional model draws ``labels`` (default: ``balanced_labels``); other models take none.
-    """
-    if model.num_classes and labels is None:
-        labels = balanced_labels(n, model.num_classes)
-    seeded = torch.Generator().manual_seed(seed)
-    z = torch.cat([model.sample_latent(min(batch_size, n - start), generator=seeded, device="cpu")
-                   for start in range(0, n, batch_size)])  # drawn chunk by chunk: the same latents as before
-    return render(model, z, labels, batch_size)
+from src.sampling import generate, requested_labels
 
 
 class GenerativeMetrics(Callback):
@@ -70,7 +39,7 @@ class GenerativeMetrics(Callback):
         if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
             return
         started = time.perf_counter()
-        requested = balanced_labels(self.n_samples, pl_module.num_classes) if pl_module.num_classes else None
+        requested = requested_labels(pl_module, self.n_samples)
         device = pl_module.device
         # building the classifier draws initial weights from the global RNG: forked, so that scoring (and
         # how often it runs) never changes the latents and weights of the training that follows

@@ -1,4 +1,4 @@
-"""Saves last.ckpt when a run is interrupted (Ctrl-C, or SIGTERM, which src/training.py turns into Ctrl-C)."""
+"""Saves last.ckpt when a run is interrupted (Ctrl-C, or SIGTERM, which src/runs/training.py turns into Ctrl-C)."""
 
 from __future__ import annotations
 

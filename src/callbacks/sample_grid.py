@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 from lightning import Callback
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
-from src.callbacks.generative_metrics import balanced_labels, render
+from src.sampling import image_grid, render, requested_labels
 
 
 class SampleGrid(Callback):
@@ -31,13 +31,13 @@ class SampleGrid(Callback):
             self.columns = pl_module.num_classes
             n = -(-n // self.columns) * self.columns
         self.fixed_latent = pl_module.sample_latent(n, generator=seeded, device="cpu")
-        self.fixed_labels = balanced_labels(n, pl_module.num_classes) if pl_module.num_classes else None
+        self.fixed_labels = requested_labels(pl_module, n)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking:
             return
         images = render(pl_module, self.fixed_latent, self.fixed_labels)
-        grid = make_grid(images, nrow=self.columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
+        grid = image_grid(images, self.columns)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"epoch_{trainer.current_epoch:03d}.png"
         save_image(grid, path)

@@ -89,7 +89,7 @@ class ImageDataModule(LightningDataModule):
         return (1, self.image_size, self.image_size)
 
     def prepare_data(self) -> None:
-        # Downloads (if needed) and verifies; src/training.py calls it before fit so that data errors
+        # Downloads (if needed) and verifies; src/runs/training.py calls it before fit so that data errors
         # surface as one clear line before anything is trained (Lightning's own call is then a no-op).
         if not self.prepared:
             load_split(self.dataset, self.data_dir, "test", self.allow_download)

@@ -60,7 +60,7 @@ class AdversarialModel(LightningModule):
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: OptimizerFactory,
                  optimizer_d: OptimizerFactory, d_steps_per_g_step: int = 1, latent_distribution: str = "normal",
-                 check_finite_every_n_steps: int = 10, compile: bool = False):
+                 check_finite_every_n_steps: int = 10, compile: bool = False, run_config: dict | None = None):
         super().__init__()
         if d_steps_per_g_step < 1:
             raise ValueError(f"model.d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
@@ -77,6 +77,8 @@ class AdversarialModel(LightningModule):
         self.train_batches_seen = 0  # this process's count, for log/check intervals (never global_step)
         self._last_generator_logs: dict = {}  # logged on batches without a G step too
         self.compile_nets = bool(compile)  # opt-in: torch.compile G and D for training (see setup)
+        # the run's resolved config, saved in every checkpoint: evaluate.py / sample.py rebuild the model from it
+        self.run_config = run_config
 
     # ----------------------------------------------------------------- to be supplied by subclasses
     def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor,
@@ -177,8 +179,7 @@ class AdversarialModel(LightningModule):
             raise DivergenceError(name, self.train_batches_seen, self.current_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # the resolved run config travels with the weights: evaluate.py / sample.py rebuild the model from it
-        if getattr(self, "run_config", None) is not None:
+        if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
         # latents and dropout draw from the global RNGs: saved so a resumed run continues the same streams
         checkpoint["rng_state"] = {"torch": torch.get_rng_state(),

@@ -103,7 +103,7 @@ def check_paths(cfg: DictConfig) -> None:
                           f"holding {spec.folder}/raw/")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
-        from src.checkpoints import read_checkpoint  # imported here: it imports src.utils
+        from src.runs.checkpoints import read_checkpoint  # imported here: it imports src.utils
 
         path = Path(ckpt_path)
         saved = read_checkpoint(path).get("run_config") or {}

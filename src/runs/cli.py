@@ -42,10 +42,3 @@ def report_user_errors(action: Callable[[DictConfig], object], cfg: DictConfig, 
         return None
     return result.get(key)
 
-
-def run_or_report(cfg: DictConfig) -> float | None:
-    from src.training import train
-
-    metric = cfg.get("optimized_metric")
-    result = report_user_errors(train, cfg, key="metrics")
-    return None if not metric or result is None else result.get(metric)

@@ -51,8 +51,9 @@ def instantiate_all(cfg: DictConfig):
     validate_config(cfg)
     check_paths(cfg)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    # a partial, so the plain-dict run config reaches the model as it is (not re-instantiated by Hydra)
+    model = instantiate(cfg.model, _partial_=True)(run_config=run_config)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     tags = _run_tags(cfg, _hydra_runtime()["choices"])
     loggers = [instantiate(c, **({"tags": tags} if "tags" in c else {})) for c in (cfg.get("logger") or {}).values() if c]
@@ -60,7 +61,7 @@ def instantiate_all(cfg: DictConfig):
                           enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
                           enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks))
     for logger in trainer.loggers:
-        logger.log_hyperparams(model.run_config)
+        logger.log_hyperparams(run_config)
     return datamodule, model, trainer
 
 

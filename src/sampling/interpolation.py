@@ -1,6 +1,6 @@
-"""Latent interpolation and class-direction walks through a trained generator (used by src/interpolate.py).
+"""Latent interpolation and class-direction walks through a trained generator (used by interpolate.py).
 
-Every function takes a model as built by src/checkpoints.py (``model(z, labels)``, ``model.sample_latent``,
+Every function takes a model as built by src/runs/checkpoints.py (``model(z, labels)``, ``model.sample_latent``,
 ``model.num_classes``) and the project's pinned classifier; images are float [-1, 1].
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from src.callbacks.generative_metrics import render
+from src.sampling.generation import render
 from src.metrics.classifier import to_classifier_input
 
 #: a class direction needs at least this many generated samples of each of its two classes

@@ -1,0 +1,73 @@
+"""Latents -> images: seeded sampling, class labels for conditional models, grids and uint8 export.
+
+Every function takes a model built by the project (``model(z, labels)``, ``model.sample_latent``,
+``model.num_classes``, ``model.device``); images are float in [-1, 1] unless said otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    """0, 1, ..., C-1, 0, 1, ...: every class requested n / C times (to within one)."""
+    return torch.arange(n) % num_classes
+
+
+def requested_labels(model, n: int) -> torch.Tensor | None:
+    """The classes to ask a class-conditional model for (``balanced_labels``); None otherwise."""
+    return balanced_labels(n, model.num_classes) if model.num_classes else None
+
+
+@torch.no_grad()
+def render(
+    model, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000
+) -> torch.Tensor:
+    """G(z[, labels]) in eval mode (the model's mode restored after), in chunks; images on the CPU."""
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for start in range(0, z.shape[0], batch_size):
+        chunk_labels = None if labels is None else labels[start : start + batch_size].to(model.device)
+        chunk = model(z[start : start + batch_size].to(model.device), chunk_labels)
+        chunks.append(chunk.float().cpu())
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def generate(
+    model, n: int, batch_size: int = 1000, seed: int = 0, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """n samples of ``model``'s generator in eval mode from seeded latents; the global RNG is untouched.
+
+    A class-conditional model draws ``labels`` (default: ``requested_labels``); others take none.
+    """
+    if labels is None:
+        labels = requested_labels(model, n)
+    seeded = torch.Generator().manual_seed(seed)
+    # drawn chunk by chunk, as always: a seed keeps giving the latents it gave before
+    z = torch.cat([
+        model.sample_latent(min(batch_size, n - start), generator=seeded, device="cpu")
+        for start in range(0, n, batch_size)
+    ])
+    return render(model, z, labels, batch_size)
+
+
+def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """[N, C, H, W] in [-1, 1] -> one [C', H', W'] grid in [0, 1], ``columns`` images a row."""
+    return make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, columns: int) -> Path:
+    """Write ``images`` as one PNG grid (``image_grid``); returns the path."""
+    save_image(image_grid(images, columns), path)
+    return Path(path)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats -> 0-255 uint8 on the CPU (round to nearest)."""
+    return images.clamp(-1, 1).add(1).mul(127.5).round().to("cpu").byte()

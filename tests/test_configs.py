@@ -10,7 +10,8 @@ from hydra.utils import instantiate
 from src.utils import PROJECT_ROOT, ConfigError, validate_config
 
 CONF = PROJECT_ROOT / "conf"
-GROUPS = ["model", "arch", "loss", "data", "trainer", "logger", "callbacks", "optimizer", "experiment"]
+GROUPS = ["model", "arch", "loss", "data", "trainer", "logger", "callbacks", "optimizer", "experiment",
+          "debug"]
 OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((CONF / group).glob("*.yaml"))]
 
 

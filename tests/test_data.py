@@ -2,7 +2,9 @@
 
 import gzip
 import shutil
+from itertools import islice
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -80,6 +82,20 @@ def test_batches_are_scaled_slices_and_the_split_is_fixed(data_dir):
     again = ImageDataModule(data_dir=data_dir, val_size=1000, download=False)
     again.setup()
     assert torch.equal(again.splits["val"][1], dm.splits["val"][1])
+
+
+def test_train_batches_repeat_every_epoch_only_under_overfit_batches(data_dir):
+    """debug=overfit (Lightning's overfit_batches) must see the same batches every epoch; normal
+    training a new shuffle per epoch."""
+    dm = ImageDataModule(data_dir=data_dir, batch_size=16, val_size=64, download=False)
+    dm.setup()
+
+    def first_batches(overfit_batches: int, epoch: int) -> torch.Tensor:
+        dm.trainer = SimpleNamespace(overfit_batches=overfit_batches, current_epoch=epoch)
+        return torch.stack([images for images, _ in islice(iter(dm.train_dataloader()), 3)])
+
+    assert torch.equal(first_batches(3, epoch=0), first_batches(3, epoch=1))
+    assert not torch.equal(first_batches(0, epoch=0), first_batches(0, epoch=1))
 
 
 def test_fashion_mnist_found_in_the_system_location(tmp_path):

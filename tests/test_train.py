@@ -34,6 +34,15 @@ def test_short_run_leaves_checkpoint_metrics_and_samples(make_cfg, tmp_path, mod
     assert (tmp_path / "csv" / "metrics.csv").is_file()
 
 
+def test_debug_overfit_trains_the_same_few_batches_for_many_epochs(make_cfg, tmp_path):
+    cfg = make_cfg("model=ebgan", "debug=overfit", "trainer.max_epochs=2", keep_metrics=True)
+    assert cfg.trainer.overfit_batches == 3 and cfg.task_name == "debug" and not cfg.logger
+    result = train(cfg)
+    assert result["status"] == "completed" and result["epochs_completed"] == 2
+    assert result["optimizer_steps"] == 2 * 3 * 2  # 3 batches an epoch, one D and one G step each
+    assert "val/fid" not in result["metrics"]  # no scoring of a generator fitted to 3 batches
+
+
 def run_cli(tmp_path, *overrides, env_extra=None):
     env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
     command = [sys.executable, str(PROJECT_ROOT / "src" / "train.py"), f"hydra.run.dir={tmp_path}",

@@ -115,7 +115,9 @@ class ImageDataModule(LightningDataModule):
 
     def train_dataloader(self) -> InMemoryBatches:
         images, labels = self.splits["train"]
-        return InMemoryBatches(images, labels, self.batch_size, shuffle=True, drop_last=True,
+        # Lightning's own rule for its samplers: no shuffling under overfit_batches (debug=overfit)
+        shuffle = not (self.trainer is not None and self.trainer.overfit_batches)
+        return InMemoryBatches(images, labels, self.batch_size, shuffle=shuffle, drop_last=True,
                                seed=self.split_seed + 1, epoch_fn=self._current_epoch)
 
     def val_dataloader(self) -> InMemoryBatches:

@@ -138,7 +138,10 @@ class BatchTimer:
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 timer.ended, timer.count = time.perf_counter(), batch_idx + 1 - warmup
 
-        self.callback, self.started, self.ended, self.count = _Callback(), 0.0, 0.0, 0
+        self.callback = _Callback()
+        self.started = 0.0
+        self.ended = 0.0
+        self.count = 0
 
 
 def batches_per_second_lightning(cfg, batches: int, warmup: int = 10) -> float:

@@ -22,8 +22,13 @@ class GenerativeMetrics(Callback):
                  kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):
         if every_n_epochs < 1 or n_samples < 2 or n_real < 2:
             raise ValueError("callbacks.generative_metrics: every_n_epochs >= 1, n_samples >= 2 and n_real >= 2 needed")
-        self.dataset, self.every_n_epochs, self.n_samples, self.n_real = dataset, every_n_epochs, n_samples, n_real
-        self.kid_subsets, self.kid_subset_size, self.seed = kid_subsets, kid_subset_size, seed
+        self.dataset = dataset
+        self.every_n_epochs = every_n_epochs
+        self.n_samples = n_samples
+        self.n_real = n_real
+        self.kid_subsets = kid_subsets
+        self.kid_subset_size = kid_subset_size
+        self.seed = seed
         self.scores: GenerativeScores | None = None
 
     def _scores(self, trainer, pl_module) -> GenerativeScores:

@@ -19,7 +19,10 @@ class SampleGrid(Callback):
     def __init__(self, dirpath: str, n_samples: int = 64, every_n_epochs: int = 1, seed: int = 0):
         if n_samples < 1 or every_n_epochs < 1:
             raise ValueError("callbacks.sample_grid: n_samples and every_n_epochs must be >= 1")
-        self.dirpath, self.n_samples, self.every_n_epochs, self.seed = Path(dirpath), n_samples, every_n_epochs, seed
+        self.dirpath = Path(dirpath)
+        self.n_samples = n_samples
+        self.every_n_epochs = every_n_epochs
+        self.seed = seed
         self.fixed_latent: torch.Tensor | None = None
         self.fixed_labels: torch.Tensor | None = None
         self.columns = int(n_samples**0.5)

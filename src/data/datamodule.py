@@ -21,8 +21,11 @@ class InMemoryBatches:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,
                  drop_last: bool, seed: int = 0, epoch_fn=None):
-        self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
         self.seed = seed
         # the shuffle of epoch e depends only on (seed, e): a resumed run sees the same batches as a straight one
         self.epoch_fn = epoch_fn
@@ -78,9 +81,14 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"data.val_size must be in [0, 60000), got {val_size}")
         if image_size < 8:
             raise ValueError(f"data.image_size must be >= 8, got {image_size}")
-        self.dataset, self.data_dir, self.batch_size = dataset, str(data_dir), batch_size
-        self.val_size, self.image_size, self.split_seed = val_size, image_size, split_seed
-        self.allow_download, self.num_classes = download, num_classes
+        self.dataset = dataset
+        self.data_dir = str(data_dir)
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.image_size = image_size
+        self.split_seed = split_seed
+        self.allow_download = download
+        self.num_classes = num_classes
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.prepared = False
 

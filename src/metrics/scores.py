@@ -48,7 +48,9 @@ class GenerativeScores:
     def __init__(self, dataset: str, real_images: torch.Tensor, device: torch.device | str = "cpu",
                  is_splits: int = 10, kid_subsets: int = 100, kid_subset_size: int = 1000,
                  batch_size: int = 1000, seed: int = 0):
-        self.device, self.batch_size, self.seed = torch.device(device), batch_size, seed
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.seed = seed
         self.classifier = load_classifier(dataset, self.device)
         self.kid_subset_size = kid_subset_size
         self.inception = InceptionScore(feature=FeaturesToLogits(self.classifier), splits=is_splits, normalize=False)

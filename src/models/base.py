@@ -34,7 +34,9 @@ class DivergenceError(RuntimeError):
 
     def __init__(self, loss_name: str, batch: int, epoch: int):
         super().__init__(f"non-finite {loss_name} at training batch {batch} (epoch {epoch})")
-        self.loss_name, self.batch, self.epoch = loss_name, batch, epoch
+        self.loss_name = loss_name
+        self.batch = batch
+        self.epoch = epoch
 
 
 class AdversarialModel(LightningModule):
@@ -69,8 +71,10 @@ class AdversarialModel(LightningModule):
         if check_finite_every_n_steps < 1:
             raise ValueError(f"model.check_finite_every_n_steps must be >= 1, got {check_finite_every_n_steps}")
         self.automatic_optimization = False
-        self.generator, self.discriminator = generator, discriminator
-        self.optimizer_g_factory, self.optimizer_d_factory = optimizer_g, optimizer_d
+        self.generator = generator
+        self.discriminator = discriminator
+        self.optimizer_g_factory = optimizer_g
+        self.optimizer_d_factory = optimizer_d
         self.d_steps_per_g_step = d_steps_per_g_step
         self.latent_distribution = latent_distribution
         self.check_finite_every_n_steps = check_finite_every_n_steps

@@ -38,8 +38,12 @@ class BEGAN(AdversarialModel):
             raise ValueError(f"model.lr_decay_factor must be in (0, 1], got {lr_decay_factor}")
         if lr_decay_patience < 1:
             raise ValueError(f"model.lr_decay_patience must be >= 1, got {lr_decay_patience}")
-        self.energy, self.gamma, self.lambda_k = energy, float(gamma), float(lambda_k)
-        self.lr_decay_factor, self.lr_decay_patience, self.lr_min = lr_decay_factor, lr_decay_patience, lr_min
+        self.energy = energy
+        self.gamma = float(gamma)
+        self.lambda_k = float(lambda_k)
+        self.lr_decay_factor = lr_decay_factor
+        self.lr_decay_patience = lr_decay_patience
+        self.lr_min = lr_min
         self.register_buffer("k", torch.tensor(float(k_init)))
         self.register_buffer("best_convergence", torch.tensor(math.inf))
         self.register_buffer("epochs_without_improvement", torch.tensor(0))

@@ -24,7 +24,8 @@ class EBGAN(AdversarialModel):
         super().__init__(generator, discriminator, optimizer_g, optimizer_d, **loop_options)
         if not margin > 0:
             raise ValueError(f"model.margin must be > 0, got {margin}")
-        self.energy, self.margin = energy, float(margin)
+        self.energy = energy
+        self.margin = float(margin)
 
     def energies(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-sample energies, encoder embeddings) of a batch."""

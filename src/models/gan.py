@@ -19,7 +19,8 @@ class GAN(AdversarialModel):
                  discriminator_objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  generator_objective: Callable[[torch.Tensor], torch.Tensor], **loop_options):
         super().__init__(generator, discriminator, optimizer_g, optimizer_d, **loop_options)
-        self.discriminator_objective, self.generator_objective = discriminator_objective, generator_objective
+        self.discriminator_objective = discriminator_objective
+        self.generator_objective = generator_objective
 
     def discriminator_loss(self, real, fake, labels=None):
         real_logits, fake_logits = self.discriminate(real, labels), self.discriminate(fake, labels)

@@ -35,7 +35,8 @@ class BEGANDecoder(nn.Module):
         super().__init__()
         channels, size, _ = image_shape
         self.base, scales = scales_for(size)
-        self.filters, self.latent_dim = filters, hidden_dim
+        self.filters = filters
+        self.latent_dim = hidden_dim
         self.fc = nn.Linear(hidden_dim, filters * self.base**2)
         layers: list[nn.Module] = []
         for _ in range(scales):

@@ -69,7 +69,9 @@ class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int, image_shape, width: int = 64, num_classes: int = 0):
         super().__init__()
         channels, size, _ = image_shape
-        self.latent_dim, self.base, self.num_classes = latent_dim, _base_size(size), num_classes
+        self.latent_dim = latent_dim
+        self.base = _base_size(size)
+        self.num_classes = num_classes
         self.project = nn.Sequential(
             nn.Linear(latent_dim + num_classes, 2 * width * self.base**2, bias=False),
             nn.BatchNorm1d(2 * width * self.base**2),

@@ -68,7 +68,9 @@ class MLPGenerator(nn.Module):
                  num_classes: int = 0):
         super().__init__()
         _check_depth("arch.nLayerG", n_layers)
-        self.latent_dim, self.image_shape, self.num_classes = latent_dim, tuple(image_shape), num_classes
+        self.latent_dim = latent_dim
+        self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
         self.body = _hidden_stack(latent_dim + num_classes, hidden, n_layers - 1, batch_norm_first=True, dropout=0.0)
         self.out = nn.Linear(hidden, math.prod(self.image_shape))
         _init_normal(self, init_std)

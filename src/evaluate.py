@@ -1,7 +1,8 @@
-"""Score a checkpoint: `python src/evaluate.py ckpt_path=<run>/checkpoints/last.ckpt n_samples=10000`.
+"""Score a checkpoint: `python src/evaluate.py ckpt_path=<run>/checkpoints/last.ckpt`.
 
-Prints IS, FID, KID and mode coverage as JSON and writes them to <run>/evaluation.json (or ``out=``); a
-class-conditional model is asked for every class equally and also gets ``class_match`` (overall, per class).
+Prints IS, FID, KID and mode coverage as JSON and writes them to <run>/evaluation.json (or
+``out=``); a class-conditional model is asked for every class equally and also gets ``class_match``
+(overall, per class).
 """
 
 from __future__ import annotations
@@ -20,27 +21,50 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict:
     import time
 
-    from src.runs.checkpoints import load_checkpoint
     from src.data import ImageDataModule
     from src.metrics.scores import GenerativeScores
+    from src.runs.checkpoints import load_checkpoint
     from src.sampling import generate, requested_labels
     from src.utils import write_json_atomic
 
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
     model.to(cfg.device)
-    data = ImageDataModule(dataset=run_cfg.data.dataset, data_dir=cfg.paths.data_dir,
-                           image_size=run_cfg.data.image_size, val_size=run_cfg.data.val_size,
-                           download=run_cfg.data.download)
+    data = ImageDataModule(
+        dataset=run_cfg.data.dataset,
+        data_dir=cfg.paths.data_dir,
+        image_size=run_cfg.data.image_size,
+        val_size=run_cfg.data.val_size,
+        download=run_cfg.data.download,
+    )
     data.setup()
     started = time.perf_counter()
-    scores = GenerativeScores(run_cfg.data.dataset, data.splits["test"][0][: cfg.n_real], cfg.device,
-                              kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size, seed=cfg.seed)
+    scores = GenerativeScores(
+        run_cfg.data.dataset,
+        data.splits["test"][0][: cfg.n_real],
+        cfg.device,
+        kid_subsets=cfg.kid_subsets,
+        kid_subset_size=cfg.kid_subset_size,
+        seed=cfg.seed,
+    )
     requested = requested_labels(model, cfg.n_samples)
-    result = scores.score(generate(model, cfg.n_samples, seed=cfg.seed, labels=requested), requested_labels=requested)
-    result.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "model": run_cfg.model._target_,
-                   "dataset": run_cfg.data.dataset, "n_samples": cfg.n_samples, "n_real": cfg.n_real,
-                   "seconds": round(time.perf_counter() - started, 2)})
-    out = Path(cfg.out) if cfg.out else Path(cfg.ckpt_path).resolve().parent.parent / "evaluation.json"
+    result = scores.score(
+        generate(model, cfg.n_samples, seed=cfg.seed, labels=requested), requested_labels=requested
+    )
+    result.update(
+        {
+            "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+            "model": run_cfg.model._target_,
+            "dataset": run_cfg.data.dataset,
+            "n_samples": cfg.n_samples,
+            "n_real": cfg.n_real,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
+    out = (
+        Path(cfg.out)
+        if cfg.out
+        else Path(cfg.ckpt_path).resolve().parent.parent / "evaluation.json"
+    )
     write_json_atomic(out, result)
     print(json.dumps(result, indent=2))
     return result

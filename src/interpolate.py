@@ -1,8 +1,9 @@
-"""Latent interpolations and a class walk from a checkpoint: `python src/interpolate.py ckpt_path=…`.
+"""Latent interpolations and a class walk: `python src/interpolate.py ckpt_path=…`.
 
-Writes to <run>/interpolations/ (or ``out_dir=``): ``linear.png`` and ``spherical.png`` (each row walks
-between two random latents), ``walk_<from>_to_<to>.png`` (each row moves the classifier's prediction from
-``from_class`` toward ``to_class``) and ``walk.json`` with the classifier's probabilities along the walk.
+Writes to <run>/interpolations/ (or ``out_dir=``): ``linear.png`` and ``spherical.png`` (each row
+walks between two random latents), ``walk_<from>_to_<to>.png`` (each row moves the classifier's
+prediction from ``from_class`` toward ``to_class``) and ``walk.json`` with the classifier's
+probabilities along the walk.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ register_resolvers()
 def _check(cfg: DictConfig) -> None:
     for key in ("pairs", "steps", "walk_rows", "walk_steps", "walk_samples"):
         if not isinstance(cfg[key], int) or cfg[key] < (2 if key.endswith("steps") else 1):
-            raise ConfigError(f"{key}={cfg[key]}: must be an integer >= {2 if key.endswith('steps') else 1}")
+            raise ConfigError(
+                f"{key}={cfg[key]}: must be an integer >= {2 if key.endswith('steps') else 1}"
+            )
     for key in ("from_class", "to_class"):
         if not isinstance(cfg[key], int) or not 0 <= cfg[key] <= 9:
             raise ConfigError(f"{key}={cfg[key]}: must be a class index in 0..9")
@@ -33,8 +36,8 @@ def _check(cfg: DictConfig) -> None:
 def interpolate(cfg: DictConfig) -> dict:
     import json
 
-    from src.runs.checkpoints import load_checkpoint
     from src.metrics.classifier import load_classifier
+    from src.runs.checkpoints import load_checkpoint
     from src.sampling import balanced_labels, render, save_grid
     from src.sampling.interpolation import interpolation_latents, walk
     from src.utils import write_json_atomic
@@ -42,7 +45,11 @@ def interpolate(cfg: DictConfig) -> dict:
     _check(cfg)
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
     model.to(cfg.device)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.ckpt_path).resolve().parent.parent / "interpolations"
+    out_dir = (
+        Path(cfg.out_dir)
+        if cfg.out_dir
+        else Path(cfg.ckpt_path).resolve().parent.parent / "interpolations"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def save(images, name: str, columns: int) -> str:
@@ -52,17 +59,35 @@ def interpolate(cfg: DictConfig) -> dict:
     for mode in ("linear", "spherical"):
         z = interpolation_latents(model, cfg.pairs, cfg.steps, mode, cfg.seed)
         # a conditional G keeps one class per row, so the row shows the latent's effect alone
-        labels = (None if not model.num_classes else
-                  balanced_labels(cfg.pairs, model.num_classes).repeat_interleave(cfg.steps))
+        labels = (
+            None
+            if not model.num_classes
+            else balanced_labels(cfg.pairs, model.num_classes).repeat_interleave(cfg.steps)
+        )
         written.append(save(render(model, z, labels), f"{mode}.png", cfg.steps))
 
     try:
-        images, info = walk(model, load_classifier(run_cfg.data.dataset, cfg.device), cfg.from_class, cfg.to_class,
-                            cfg.walk_rows, cfg.walk_steps, cfg.walk_scale, cfg.walk_samples, cfg.seed)
+        images, info = walk(
+            model,
+            load_classifier(run_cfg.data.dataset, cfg.device),
+            cfg.from_class,
+            cfg.to_class,
+            cfg.walk_rows,
+            cfg.walk_steps,
+            cfg.walk_scale,
+            cfg.walk_samples,
+            cfg.seed,
+        )
     except ValueError as err:  # the model does not generate enough of a class: a user choice to fix
         raise ConfigError(str(err)) from err
     written.append(save(images, f"walk_{cfg.from_class}_to_{cfg.to_class}.png", cfg.walk_steps))
-    info.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "model": run_cfg.model._target_, "files": written})
+    info.update(
+        {
+            "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+            "model": run_cfg.model._target_,
+            "files": written,
+        }
+    )
     write_json_atomic(out_dir / "walk.json", info)
     print(json.dumps(info, indent=2))
     return info

@@ -1,7 +1,7 @@
 """Pure loss functions, one per paper equation: tensors in, tensors out; no state, no modules.
 
-Shapes: ``real_logits``/``fake_logits`` and energies are per-sample vectors [N]; BEGAN's ``real_loss`` /
-``fake_loss`` are batch means (scalars), as in the paper.
+Shapes: ``real_logits``/``fake_logits`` and energies are per-sample vectors [N]; BEGAN's
+``real_loss`` / ``fake_loss`` are batch means (scalars), as in the paper.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def energy(x: torch.Tensor, reconstruction: torch.Tensor, norm: str = "l2") -> t
     """Auto-encoder energy, Zhao et al. 2016 Eq. 6: D(x) = ||Dec(Enc(x)) - x|| per sample.
 
     ``l2``: Euclidean norm of the residual (the paper's); ``mse``: mean squared residual per pixel;
-    ``l1``: mean absolute residual per pixel (BEGAN's L(v), Berthelot et al. 2017 Eq. 1 with eta = 1).
+    ``l1``: mean absolute residual per pixel (BEGAN's L(v), Berthelot et al. 2017 Eq. 1 with
+    eta = 1).
     """
     residual = (reconstruction - x).flatten(1)
     if norm == "l2":
@@ -46,8 +47,9 @@ def energy(x: torch.Tensor, reconstruction: torch.Tensor, norm: str = "l2") -> t
 class Energy:
     """:func:`energy` with its norm bound once: ``Energy("l2")(x, reconstruction)``.
 
-    The ``loss`` configs build this object rather than a ``_partial_`` of :func:`energy`: Hydra re-checks its
-    target policy on every call of a partial it made (~0.3 ms on a 2-core CPU), three times per EBGAN batch.
+    The ``loss`` configs build this object rather than a ``_partial_`` of :func:`energy`: Hydra
+    re-checks its target policy on every call of a partial it made (~0.3 ms on a 2-core CPU), three
+    times per EBGAN batch.
     """
 
     def __init__(self, norm: str = "l2"):
@@ -62,7 +64,9 @@ class Energy:
         return f"Energy(norm={self.norm!r})"
 
 
-def ebgan_discriminator_loss(real_energy: torch.Tensor, fake_energy: torch.Tensor, margin: float) -> torch.Tensor:
+def ebgan_discriminator_loss(
+    real_energy: torch.Tensor, fake_energy: torch.Tensor, margin: float
+) -> torch.Tensor:
     """EBGAN D loss, Zhao et al. 2016 Eq. 1: D(x) + [m - D(G(z))]^+, averaged over the batch."""
     return real_energy.mean() + torch.clamp(margin - fake_energy, min=0).mean()
 
@@ -73,7 +77,7 @@ def ebgan_generator_loss(fake_energy: torch.Tensor) -> torch.Tensor:
 
 
 def pulling_away_term(embeddings: torch.Tensor) -> torch.Tensor:
-    """EBGAN-PT repelling regulariser, Zhao et al. 2016 Eq. 7: mean over pairs i != j of cos(S_i, S_j)^2."""
+    """EBGAN-PT term, Zhao et al. 2016 Eq. 7: mean over pairs i != j of cos(S_i, S_j)^2."""
     n = embeddings.shape[0]
     if n < 2:
         raise ValueError(f"the pulling-away term needs a batch of at least 2 embeddings, got {n}")
@@ -82,7 +86,9 @@ def pulling_away_term(embeddings: torch.Tensor) -> torch.Tensor:
     return (squared_cosines.sum() - squared_cosines.diagonal().sum()) / (n * (n - 1))
 
 
-def began_discriminator_loss(real_loss: torch.Tensor, fake_loss: torch.Tensor, k: torch.Tensor | float) -> torch.Tensor:
+def began_discriminator_loss(
+    real_loss: torch.Tensor, fake_loss: torch.Tensor, k: torch.Tensor | float
+) -> torch.Tensor:
     """BEGAN D loss, Berthelot et al. 2017 Eq. 4: L_D = L(x) - k_t * L(G(z_D))."""
     return real_loss - k * fake_loss
 
@@ -92,15 +98,22 @@ def began_generator_loss(fake_loss: torch.Tensor) -> torch.Tensor:
     return fake_loss
 
 
-def began_k_update(k: torch.Tensor | float, real_loss: torch.Tensor, fake_loss: torch.Tensor,
-                   gamma: float, lambda_k: float) -> torch.Tensor:
-    """BEGAN control, Berthelot et al. 2017 Eq. 4: k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z_G))), 0, 1)."""
+def began_k_update(
+    k: torch.Tensor | float,
+    real_loss: torch.Tensor,
+    fake_loss: torch.Tensor,
+    gamma: float,
+    lambda_k: float,
+) -> torch.Tensor:
+    """BEGAN, Berthelot et al. 2017 Eq. 4: k <- clip(k + lambda_k (gamma L(x) - L(G(z))), 0, 1)."""
     step = torch.as_tensor(gamma * real_loss - fake_loss).detach()
     return torch.clamp(k + lambda_k * step, 0.0, 1.0)
 
 
-def began_convergence(real_loss: torch.Tensor, fake_loss: torch.Tensor, gamma: float) -> torch.Tensor:
-    """BEGAN convergence measure, Berthelot et al. 2017 Sec. 3.4.1: M = L(x) + |gamma L(x) - L(G(z_G))|."""
+def began_convergence(
+    real_loss: torch.Tensor, fake_loss: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """BEGAN M_global, Berthelot et al. 2017 Sec. 3.4.1: L(x) + |gamma L(x) - L(G(z_G))|."""
     return (real_loss + torch.abs(gamma * real_loss - fake_loss)).detach()
 
 
@@ -114,12 +127,14 @@ def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor,
-                     mixing: torch.Tensor | None = None) -> torch.Tensor:
-    """WGAN-GP penalty, Gulrajani et al. 2017 Eq. 3: E[(||grad c(x_hat)||_2 - 1)^2], x_hat = e x + (1 - e) x_fake.
+def gradient_penalty(
+    critic, real: torch.Tensor, fake: torch.Tensor, mixing: torch.Tensor | None = None
+) -> torch.Tensor:
+    """WGAN-GP penalty, Gulrajani et al. 2017 Eq. 3: E[(||grad c(x_hat)||_2 - 1)^2].
 
-    ``critic`` maps a batch to per-sample scores; ``mixing`` holds one e ~ U[0, 1] per sample (drawn here
-    when None). The graph is kept (create_graph), so the penalty's gradient reaches the critic's weights.
+    ``critic`` maps a batch to per-sample scores; ``mixing`` holds one e ~ U[0, 1] per sample (drawn
+    here when None). The graph is kept (create_graph), so the penalty's gradient reaches the
+    critic's weights.
     """
     if mixing is None:
         mixing = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)

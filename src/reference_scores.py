@@ -17,7 +17,6 @@ register_resolvers()
 
 
 def reference_scores(cfg: DictConfig) -> dict:
-    import json
 
     import torch
 
@@ -33,14 +32,19 @@ def reference_scores(cfg: DictConfig) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
     cases = {
         "test split (real)": test_images[:n],
-        f"{n} training images": train_images[torch.randperm(len(train_images), generator=generator)[:n]].unsqueeze(1),
+        f"{n} training images": train_images[
+            torch.randperm(len(train_images), generator=generator)[:n]
+        ].unsqueeze(1),
         "uniform noise": torch.rand(n, 1, 28, 28, generator=generator) * 2 - 1,
         "one test digit repeated": test_images[:1].expand(n, -1, -1, -1),
     }
     results = {name: scores.score(images) for name, images in cases.items()}
     print(f"{'':26} {'IS':>14} {'FID':>9} {'KID':>9} {'modes':>5}")
     for name, r in results.items():
-        print(f"{name:26} {r['is']:7.3f} ± {r['is_std']:.3f} {r['fid']:9.3f} {r['kid']:9.4f} {r['modes_covered']:5d}")
+        print(
+            f"{name:26} {r['is']:7.3f} ± {r['is_std']:.3f} {r['fid']:9.3f} {r['kid']:9.4f} "
+            f"{r['modes_covered']:5d}"
+        )
     out = Path(cfg.paths.output_dir) / f"reference_{dataset}.json"
     write_json_atomic(out, results)
     print(f"written to {out}")

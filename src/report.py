@@ -1,9 +1,10 @@
-"""Summarise sweeps like the EBGAN paper's Figures 2-4: `python src/report.py <multirun folder>… --out DIR`.
+"""Sweeps summarised like the EBGAN paper's Figures 2-4: `python src/report.py DIR… --out DIR`.
 
-Writes DIR/runs.csv (every run: model, grid knobs, status, wall time, scores), DIR/report.md, and PNGs:
-is_histograms.png (GAN vs EBGAN vs EBGAN-PT: all runs, nLayerG,D <= 4, <= 3; Fig. 2), fid_histograms.png,
-gan_optimizers.png (GAN split by optimisers and learning rate; Fig. 3), best_samples.png (the best run's
-sample grid per model; Fig. 4). Runs that are missing or did not complete are listed, never dropped.
+Writes DIR/runs.csv (every run: model, grid knobs, status, wall time, scores), DIR/report.md, and
+PNGs: is_histograms.png (GAN vs EBGAN vs EBGAN-PT: all runs, nLayerG,D <= 4, <= 3; Fig. 2),
+fid_histograms.png, gan_optimizers.png (GAN split by optimisers and learning rate; Fig. 3),
+best_samples.png (the best run's sample grid per model; Fig. 4). Runs that are missing or did not
+complete are listed, never dropped.
 """
 
 from __future__ import annotations
@@ -17,12 +18,44 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-MODEL_NAMES = {"GAN": "GAN", "EBGAN": "EBGAN", "EBGANPT": "EBGAN-PT", "BEGAN": "BEGAN", "WGAN": "WGAN",
-               "WGANGP": "WGAN-GP", "CGAN": "cGAN"}  # class name -> report name
-CHOICE_NAMES = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGAN-PT", "began": "BEGAN", "wgan": "WGAN",
-                "wgan_gp": "WGAN-GP", "cgan": "cGAN"}  # model= option -> report name
-COLUMNS = ["model", "nLayerG", "nLayerD", "sizeG", "sizeD", "dropoutD", "optimD", "optimG", "lr", "status",
-           "wall_time_s", "is", "is_std", "fid", "kid", "modes_covered", "overrides", "folder"]
+MODEL_NAMES = {
+    "GAN": "GAN",
+    "EBGAN": "EBGAN",
+    "EBGANPT": "EBGAN-PT",
+    "BEGAN": "BEGAN",
+    "WGAN": "WGAN",
+    "WGANGP": "WGAN-GP",
+    "CGAN": "cGAN",
+}  # class name -> report name
+CHOICE_NAMES = {
+    "gan": "GAN",
+    "ebgan": "EBGAN",
+    "ebgan_pt": "EBGAN-PT",
+    "began": "BEGAN",
+    "wgan": "WGAN",
+    "wgan_gp": "WGAN-GP",
+    "cgan": "cGAN",
+}  # model= option -> report name
+COLUMNS = [
+    "model",
+    "nLayerG",
+    "nLayerD",
+    "sizeG",
+    "sizeD",
+    "dropoutD",
+    "optimD",
+    "optimG",
+    "lr",
+    "status",
+    "wall_time_s",
+    "is",
+    "is_std",
+    "fid",
+    "kid",
+    "modes_covered",
+    "overrides",
+    "folder",
+]
 
 
 def _optimizer_name(node) -> str:
@@ -30,7 +63,7 @@ def _optimizer_name(node) -> str:
 
 
 def collect(folder: Path) -> list[dict]:
-    """One row per job of a multirun folder: the launched ones and those its multirun.yaml expects."""
+    """One row per job of a multirun folder: the launched ones and those multirun.yaml expects."""
     from src.runs.sweep_jobs import jobs_of_multirun
 
     rows, seen = [], set()
@@ -39,35 +72,64 @@ def collect(folder: Path) -> list[dict]:
         cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
         overrides = [str(o) for o in OmegaConf.load(overrides_file)]
         seen.add(tuple(sorted(overrides)))
-        result = json.loads((job_dir / "metrics.json").read_text()) if (job_dir / "metrics.json").is_file() else {}
+        result = (
+            json.loads((job_dir / "metrics.json").read_text())
+            if (job_dir / "metrics.json").is_file()
+            else {}
+        )
         metrics = result.get("metrics", {})
         arch = cfg.get("arch", {})
-        rows.append({
-            "model": MODEL_NAMES.get(str(cfg.model._target_).rsplit(".", 1)[-1], cfg.model._target_),
-            "nLayerG": arch.get("nLayerG", ""), "nLayerD": arch.get("nLayerD", ""),
-            "sizeG": arch.get("sizeG", ""), "sizeD": arch.get("sizeD", ""), "dropoutD": arch.get("dropoutD", ""),
-            "optimD": _optimizer_name(cfg.model.get("optimizer_d")),
-            "optimG": _optimizer_name(cfg.model.get("optimizer_g")),
-            "lr": cfg.model.optimizer_g.lr if cfg.model.get("optimizer_g") else "",
-            "status": result.get("status", "no metrics.json (crashed or running)"),
-            "wall_time_s": result.get("wall_time_s", ""),
-            "is": metrics.get("val/is", ""), "is_std": metrics.get("val/is_std", ""),
-            "fid": metrics.get("val/fid", ""), "kid": metrics.get("val/kid", ""),
-            "modes_covered": metrics.get("val/modes_covered", ""),
-            "overrides": " ".join(overrides), "folder": str(job_dir),
-        })
+        rows.append(
+            {
+                "model": MODEL_NAMES.get(
+                    str(cfg.model._target_).rsplit(".", 1)[-1], cfg.model._target_
+                ),
+                "nLayerG": arch.get("nLayerG", ""),
+                "nLayerD": arch.get("nLayerD", ""),
+                "sizeG": arch.get("sizeG", ""),
+                "sizeD": arch.get("sizeD", ""),
+                "dropoutD": arch.get("dropoutD", ""),
+                "optimD": _optimizer_name(cfg.model.get("optimizer_d")),
+                "optimG": _optimizer_name(cfg.model.get("optimizer_g")),
+                "lr": cfg.model.optimizer_g.lr if cfg.model.get("optimizer_g") else "",
+                "status": result.get("status", "no metrics.json (crashed or running)"),
+                "wall_time_s": result.get("wall_time_s", ""),
+                "is": metrics.get("val/is", ""),
+                "is_std": metrics.get("val/is_std", ""),
+                "fid": metrics.get("val/fid", ""),
+                "kid": metrics.get("val/kid", ""),
+                "modes_covered": metrics.get("val/modes_covered", ""),
+                "overrides": " ".join(overrides),
+                "folder": str(job_dir),
+            }
+        )
     if (folder / "multirun.yaml").is_file():
-        choice = OmegaConf.select(OmegaConf.load(folder / "multirun.yaml"), "hydra.runtime.choices.model")
+        choice = OmegaConf.select(
+            OmegaConf.load(folder / "multirun.yaml"), "hydra.runtime.choices.model"
+        )
         for job in jobs_of_multirun(folder):
             if tuple(sorted(job)) not in seen:
-                rows.append({**{c: "" for c in COLUMNS}, "model": CHOICE_NAMES.get(choice, folder.name),
-                             "status": "missing (never ran)", "overrides": " ".join(job), "folder": str(folder)})
+                rows.append(
+                    {
+                        **{c: "" for c in COLUMNS},
+                        "model": CHOICE_NAMES.get(choice, folder.name),
+                        "status": "missing (never ran)",
+                        "overrides": " ".join(job),
+                        "folder": str(folder),
+                    }
+                )
     return rows
 
 
 def _scored(rows, model=None, key="is"):
-    return [r for r in rows if r["status"] == "completed" and isinstance(r[key], float) and math.isfinite(r[key])
-            and (model is None or r["model"] == model)]
+    return [
+        r
+        for r in rows
+        if r["status"] == "completed"
+        and isinstance(r[key], float)
+        and math.isfinite(r[key])
+        and (model is None or r["model"] == model)
+    ]
 
 
 def headline(rows: list[dict], is_threshold: float) -> list[dict]:
@@ -76,15 +138,23 @@ def headline(rows: list[dict], is_threshold: float) -> list[dict]:
         runs = [r for r in rows if r["model"] == model]
         scored = _scored(rows, model)
         is_values, fid_values = [r["is"] for r in scored], [r["fid"] for r in scored]
-        out.append({
-            "model": model, "runs": len(runs), "completed": len(scored),
-            "not completed": len(runs) - len(scored),
-            "median IS": statistics.median(is_values) if is_values else float("nan"),
-            "best IS": max(is_values) if is_values else float("nan"),
-            "median FID": statistics.median(fid_values) if fid_values else float("nan"),
-            "best FID": min(fid_values) if fid_values else float("nan"),
-            f"share IS >= {is_threshold:g}": (sum(v >= is_threshold for v in is_values) / len(runs)) if runs else 0.0,
-        })
+        out.append(
+            {
+                "model": model,
+                "runs": len(runs),
+                "completed": len(scored),
+                "not completed": len(runs) - len(scored),
+                "median IS": statistics.median(is_values) if is_values else float("nan"),
+                "best IS": max(is_values) if is_values else float("nan"),
+                "median FID": statistics.median(fid_values) if fid_values else float("nan"),
+                "best FID": min(fid_values) if fid_values else float("nan"),
+                f"share IS >= {is_threshold:g}": (
+                    sum(v >= is_threshold for v in is_values) / len(runs)
+                )
+                if runs
+                else 0.0,
+            }
+        )
     return out
 
 
@@ -101,22 +171,32 @@ def _histograms(rows, key, path, title, lower_is_better=False):
     plt = _pyplot()
 
     models = [m for m in MODEL_NAMES.values() if _scored(rows, m, key)]
-    panels = [("all runs", lambda r: True),
-              ("nLayerG, nLayerD <= 4", lambda r: r["nLayerG"] != "" and max(r["nLayerG"], r["nLayerD"]) <= 4),
-              ("nLayerG, nLayerD <= 3", lambda r: r["nLayerG"] != "" and max(r["nLayerG"], r["nLayerD"]) <= 3)]
+    panels = [
+        ("all runs", lambda r: True),
+        (
+            "nLayerG, nLayerD <= 4",
+            lambda r: r["nLayerG"] != "" and max(r["nLayerG"], r["nLayerD"]) <= 4,
+        ),
+        (
+            "nLayerG, nLayerD <= 3",
+            lambda r: r["nLayerG"] != "" and max(r["nLayerG"], r["nLayerD"]) <= 3,
+        ),
+    ]
     values = [r[key] for r in _scored(rows, key=key)]
     if not values:
         return False
     low, high = min(values), max(values)
     bins = [low + (high - low) * i / 20 for i in range(21)] if high > low else 10
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharey=False)
-    for ax, (name, keep) in zip(axes, panels):
+    for ax, (name, keep) in zip(axes, panels, strict=True):
         for model in models:
             data = [r[key] for r in _scored(rows, model, key) if keep(r)]
             if data:
                 ax.hist(data, bins=bins, alpha=0.55, label=f"{model} ({len(data)})")
         ax.set_title(name)
-        ax.set_xlabel(key.upper() + (" (lower is better)" if lower_is_better else " (higher is better)"))
+        ax.set_xlabel(
+            key.upper() + (" (lower is better)" if lower_is_better else " (higher is better)")
+        )
         ax.set_ylabel("runs")
         ax.legend()
     fig.suptitle(title)
@@ -132,10 +212,14 @@ def _gan_optimizers(rows, path):
     gan = _scored(rows, "GAN")
     if not gan:
         return False
-    groups = sorted({(r["optimD"], r["optimG"], r["lr"]) for r in gan}, key=lambda g: (g[0], g[1], -float(g[2])))
+    groups = sorted(
+        {(r["optimD"], r["optimG"], r["lr"]) for r in gan}, key=lambda g: (g[0], g[1], -float(g[2]))
+    )
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups)), 4))
     ax.boxplot([[r["is"] for r in gan if (r["optimD"], r["optimG"], r["lr"]) == g] for g in groups])
-    ax.set_xticks(range(1, len(groups) + 1), [f"D {d}\nG {g}\nlr {lr:g}" for d, g, lr in groups], fontsize=8)
+    ax.set_xticks(
+        range(1, len(groups) + 1), [f"D {d}\nG {g}\nlr {lr:g}" for d, g, lr in groups], fontsize=8
+    )
     ax.set_ylabel("IS")
     ax.set_title("GAN: inception score by optimisers and learning rate")
     fig.tight_layout()
@@ -160,7 +244,7 @@ def _best_samples(rows, path):
     if not best:
         return False
     fig, axes = plt.subplots(1, len(best), figsize=(4 * len(best), 4.8))
-    for ax, (model, top, grid) in zip(axes if len(best) > 1 else [axes], best):
+    for ax, (model, top, grid) in zip(axes if len(best) > 1 else [axes], best, strict=True):
         ax.imshow(mpimg.imread(grid), cmap="gray")
         label = f"G {top['nLayerG']}x{top['sizeG']}, D {top['nLayerD']}x{top['sizeD']}"
         if top["optimD"]:
@@ -175,7 +259,9 @@ def _best_samples(rows, path):
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        return (
+            "nan" if math.isnan(value) else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        )
     return str(value)
 
 
@@ -188,22 +274,40 @@ def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> d
         writer.writerows(rows)
     summary = headline(rows, is_threshold)
     figures = {
-        "is_histograms.png": _histograms(rows, "is", out / "is_histograms.png", "Inception score over the grid (Fig. 2)"),
-        "fid_histograms.png": _histograms(rows, "fid", out / "fid_histograms.png", "FID over the grid", True),
+        "is_histograms.png": _histograms(
+            rows, "is", out / "is_histograms.png", "Inception score over the grid (Fig. 2)"
+        ),
+        "fid_histograms.png": _histograms(
+            rows, "fid", out / "fid_histograms.png", "FID over the grid", True
+        ),
         "gan_optimizers.png": _gan_optimizers(rows, out / "gan_optimizers.png"),
         "best_samples.png": _best_samples(rows, out / "best_samples.png"),
     }
-    lines = ["# Grid report", "", f"Sweeps: {', '.join(str(f) for f in folders)}", "",
-             "IS / FID / KID from the project's pinned MNIST classifier (src/metrics); real MNIST test digits score "
-             "IS 9.80. `share IS >= t` counts over all runs of the model, failed and missing ones included.", ""]
+    lines = [
+        "# Grid report",
+        "",
+        f"Sweeps: {', '.join(str(f) for f in folders)}",
+        "",
+        "IS / FID / KID from the project's pinned MNIST classifier (src/metrics); real MNIST test "
+        "digits score "
+        "IS 9.80. `share IS >= t` counts over all runs of the model, failed and missing ones "
+        "included.",
+        "",
+    ]
     if summary:
         keys = list(summary[0])
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(_fmt(s[k]) for k in keys) + " |" for s in summary]
-    lines += [""] + [f"![{name}]({name})" for name, made in figures.items() if made] + ["", "## Every run", ""]
+    lines += (
+        [""]
+        + [f"![{name}]({name})" for name, made in figures.items() if made]
+        + ["", "## Every run", ""]
+    )
     shown = [c for c in COLUMNS if c not in ("folder", "overrides")]
     lines += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    order = sorted(rows, key=lambda r: (r["model"], -(r["is"] if isinstance(r["is"], float) else -1e9)))
+    order = sorted(
+        rows, key=lambda r: (r["model"], -(r["is"] if isinstance(r["is"], float) else -1e9))
+    )
     lines += ["| " + " | ".join(_fmt(r[c]) for c in shown) + " |" for r in order]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return {"rows": rows, "summary": summary, "figures": figures}
@@ -211,8 +315,12 @@ def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> d
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="multirun folders (outputs/sweeps/<task_name>)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/report"), help="where the report goes")
+    parser.add_argument(
+        "folders", nargs="+", type=Path, help="multirun folders (outputs/sweeps/<task_name>)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs/report"), help="where the report goes"
+    )
     parser.add_argument("--is-threshold", type=float, default=8.0, help="IS counted as a good run")
     args = parser.parse_args(argv)
     missing = [str(f) for f in args.folders if not f.is_dir()]
@@ -224,7 +332,9 @@ def main(argv=None) -> None:
     statuses = {}
     for r in result["rows"]:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    print(f"{len(result['rows'])} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+    print(
+        f"{len(result['rows'])} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    )
     print(f"report: {args.out / 'report.md'}")
 
 

@@ -1,9 +1,9 @@
 """Draw samples from a checkpoint: `python src/sample.py ckpt_path=… n=10000 out=samples.npz`.
 
-``out=*.npz``: an array ``images``, uint8, shape (N, 1, H, W), values 0-255, for any outside scorer, and
-``labels`` (the requested classes) for a class-conditional model.
-``out=*.png``: a square-ish grid of the N samples (one column per class for a conditional model).
-``class=7``: a class-conditional model (model=cgan) draws only that class.
+``out=*.npz``: an array ``images``, uint8, shape (N, 1, H, W), values 0-255, for any outside scorer,
+and ``labels`` (the requested classes) for a class-conditional model. ``out=*.png``: a square-ish
+grid of the N samples (one column per class for a conditional model). ``class=7``: a
+class-conditional model (model=cgan) draws only that class.
 """
 
 from __future__ import annotations
@@ -19,15 +19,17 @@ register_resolvers()
 
 
 def labels_and_columns(model, n: int, wanted_class, ckpt_path) -> tuple:
-    """(labels to generate, grid columns): ``class=`` for a conditional model, every class in turn by default."""
+    """(labels, grid columns): ``class=`` for a conditional model, else every class in turn."""
     import torch
 
     from src.sampling import balanced_labels
 
     if not model.num_classes:
         if wanted_class is not None:
-            raise ConfigError(f"class={wanted_class}: the model in {ckpt_path} ({type(model).__name__}) is not "
-                              "class-conditional; train model=cgan to choose the class")
+            raise ConfigError(
+                f"class={wanted_class}: the model in {ckpt_path} ({type(model).__name__}) is not "
+                "class-conditional; train model=cgan to choose the class"
+            )
         return None, max(1, int(n**0.5))
     if wanted_class is None:
         return balanced_labels(n, model.num_classes), model.num_classes
@@ -38,12 +40,15 @@ def labels_and_columns(model, n: int, wanted_class, ckpt_path) -> tuple:
 
 def sample(cfg: DictConfig) -> str:
     import numpy as np
+
     from src.runs.checkpoints import load_checkpoint
     from src.sampling import generate, save_grid, to_uint8
 
     out = Path(cfg.out)
     if out.suffix not in (".npz", ".png"):
-        raise ConfigError(f"out={cfg.out}: the file name must end in .npz (arrays) or .png (a grid)")
+        raise ConfigError(
+            f"out={cfg.out}: the file name must end in .npz (arrays) or .png (a grid)"
+        )
     if cfg.n < 1:
         raise ConfigError(f"n={cfg.n}: must be >= 1")
     model, _ = load_checkpoint(cfg.ckpt_path)

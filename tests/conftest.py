@@ -21,20 +21,28 @@ def data_dir() -> str:
     """DATA_DIR if set (CI sets it), else ../shared/data; the MNIST files must be there."""
     root = Path(os.environ.get("DATA_DIR") or SHARED_DATA)
     if not (root / "MNIST" / "raw").is_dir():
-        pytest.fail(f"MNIST not found under {root}/MNIST/raw: set DATA_DIR to a folder holding MNIST/raw")
+        pytest.fail(
+            f"MNIST not found under {root}/MNIST/raw: set DATA_DIR to a folder holding MNIST/raw"
+        )
     return str(root)
 
 
 # Tiny nets: the tests check wiring and numbers, not sample quality.
 TINY = {
-    "mlp": ["arch.sizeG=32", "arch.sizeD=16", "arch.nLayerG=2", "arch.nLayerD=2", "arch.latent_dim=8"],
+    "mlp": [
+        "arch.sizeG=32",
+        "arch.sizeD=16",
+        "arch.nLayerG=2",
+        "arch.nLayerD=2",
+        "arch.latent_dim=8",
+    ],
     "dcgan": ["arch.width=4", "arch.embedding_dim=8", "arch.latent_dim=8", "data.image_size=32"],
     "began": ["arch.filters=4", "arch.hidden_dim=8", "data.image_size=28"],
 }
 
 
-# A few batches on the CPU, no logger (conf/debug/fast.yaml, as users run it); a test's own overrides
-# apply after it.
+# A few batches on the CPU, no logger (conf/debug/fast.yaml, as users run it); a test's own
+# overrides apply after it.
 FAST = ["debug=fast", "print_config=false"]
 
 

@@ -1,7 +1,6 @@
 """Every option of every config group composes; bad combinations fail before anything is built."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +9,18 @@ from hydra.utils import instantiate
 from src.utils import PROJECT_ROOT, ConfigError, validate_config
 
 CONF = PROJECT_ROOT / "conf"
-GROUPS = ["model", "arch", "loss", "data", "trainer", "logger", "callbacks", "optimizer", "experiment",
-          "debug"]
+GROUPS = [
+    "model",
+    "arch",
+    "loss",
+    "data",
+    "trainer",
+    "logger",
+    "callbacks",
+    "optimizer",
+    "experiment",
+    "debug",
+]
 OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((CONF / group).glob("*.yaml"))]
 
 
@@ -21,7 +30,9 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes(make_cfg, group, option):
-    override = f"optimizer@model.optimizer_g={option}" if group == "optimizer" else f"{group}={option}"
+    override = (
+        f"optimizer@model.optimizer_g={option}" if group == "optimizer" else f"{group}={option}"
+    )
     cfg = make_cfg(override)
     if group == "loss" and cfg.loss.family == "energy":
         cfg = make_cfg("model=ebgan", override)
@@ -33,11 +44,22 @@ def test_option_composes(make_cfg, group, option):
     assert cfg.model._target_.startswith("src.models.")
 
 
-MODEL_CLASSES = {"gan": "GAN", "ebgan": "EBGAN", "ebgan_pt": "EBGANPT", "began": "BEGAN", "wgan": "WGAN",
-                 "wgan_gp": "WGANGP", "cgan": "CGAN"}
+MODEL_CLASSES = {
+    "gan": "GAN",
+    "ebgan": "EBGAN",
+    "ebgan_pt": "EBGANPT",
+    "began": "BEGAN",
+    "wgan": "WGAN",
+    "wgan_gp": "WGANGP",
+    "cgan": "CGAN",
+}
 # arch=began has only an auto-encoder D: no classifier (GAN, cGAN) and no critic (WGAN)
-COMBOS = [(m, a) for m in MODEL_CLASSES for a in ("mlp", "dcgan", "began")
-          if not (m in ("gan", "cgan", "wgan", "wgan_gp") and a == "began")]
+COMBOS = [
+    (m, a)
+    for m in MODEL_CLASSES
+    for a in ("mlp", "dcgan", "began")
+    if not (m in ("gan", "cgan", "wgan", "wgan_gp") and a == "began")
+]
 
 
 @pytest.mark.parametrize(("model", "arch"), COMBOS, ids=[f"{m}-{a}" for m, a in COMBOS])
@@ -55,27 +77,46 @@ def test_model_options_all_have_a_class():
 
 
 def test_loss_that_does_not_fit_the_model_is_named(make_cfg):
-    with pytest.raises(ConfigError, match=r"needs a 'energy' loss: choose loss= one of \['energy_l1', 'energy_l2', 'energy_mse'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"needs a 'energy' loss: choose loss= one of "
+        r"\['energy_l1', 'energy_l2', 'energy_mse'\]",
+    ):
         validate_config(make_cfg("model=ebgan", "loss=bce_ns"))
     with pytest.raises(ConfigError, match=r"choose loss= one of \['bce_minimax', 'bce_ns'\]"):
         validate_config(make_cfg("model=gan", "loss=energy_l2"))
 
 
 def test_arch_without_the_needed_discriminator_is_named(make_cfg):
-    with pytest.raises(ConfigError, match=r"has no classifier discriminator .* choose arch= one of \['dcgan', 'mlp'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has no classifier discriminator .* choose arch= one of \['dcgan', 'mlp'\]",
+    ):
         validate_config(make_cfg("model=gan", "arch=began"))
-    with pytest.raises(ConfigError, match=r"has no critic discriminator .* choose arch= one of \['dcgan', 'mlp'\]"):
+    with pytest.raises(
+        ConfigError, match=r"has no critic discriminator .* choose arch= one of \['dcgan', 'mlp'\]"
+    ):
         validate_config(make_cfg("model=wgan_gp", "arch=began"))
 
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 def test_wgan_gp_refuses_a_batch_norm_critic_and_names_the_fix(make_cfg, arch):
-    deep = ["arch.nLayerD=3"] if arch == "mlp" else []  # a 2-layer MLP D has no normalised layer at all
-    with pytest.raises(Exception, match="needs a critic without batch norm .* arch.critic_norm=layer"):
-        instantiate(make_cfg("model=wgan_gp", f"arch={arch}", "arch.critic_norm=batch", *deep).model)
+    deep = (
+        ["arch.nLayerD=3"] if arch == "mlp" else []
+    )  # a 2-layer MLP D has no normalised layer at all
+    with pytest.raises(
+        Exception, match="needs a critic without batch norm .* arch.critic_norm=layer"
+    ):
+        instantiate(
+            make_cfg("model=wgan_gp", f"arch={arch}", "arch.critic_norm=batch", *deep).model
+        )
     for norm in ("layer", "none"):
-        critic = instantiate(make_cfg("model=wgan_gp", f"arch={arch}", f"arch.critic_norm={norm}", *deep).model).discriminator
-        assert any(isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) for m in critic.modules()) == (norm == "layer")
+        critic = instantiate(
+            make_cfg("model=wgan_gp", f"arch={arch}", f"arch.critic_norm={norm}", *deep).model
+        ).discriminator
+        assert any(
+            isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) for m in critic.modules()
+        ) == (norm == "layer")
         assert not any("BatchNorm" in type(m).__name__ for m in critic.modules())
 
 
@@ -91,20 +132,26 @@ def test_wgan_defaults_are_the_papers(make_cfg):
         assert optimizer.defaults["lr"] == 1e-4 and tuple(optimizer.defaults["betas"]) == (0.0, 0.9)
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("model.margin=0", "model.margin must be > 0"),
-    ("model.margin=-1", "model.margin must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.margin=0", "model.margin must be > 0"),
+        ("model.margin=-1", "model.margin must be > 0"),
+    ],
+)
 def test_ebgan_margin_is_checked(make_cfg, override, message):
     with pytest.raises(Exception, match=message):
         instantiate(make_cfg("model=ebgan", override).model)
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("model.gamma=0", r"model.gamma must be in \(0, 1\]"),
-    ("model.gamma=1.5", r"model.gamma must be in \(0, 1\]"),
-    ("model.lambda_k=0", "model.lambda_k must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.gamma=0", r"model.gamma must be in \(0, 1\]"),
+        ("model.gamma=1.5", r"model.gamma must be in \(0, 1\]"),
+        ("model.lambda_k=0", "model.lambda_k must be > 0"),
+    ],
+)
 def test_began_values_are_checked(make_cfg, override, message):
     with pytest.raises(Exception, match=message):
         instantiate(make_cfg("model=began", "arch=began", override).model)
@@ -132,7 +179,9 @@ def test_loss_callables_are_plain_not_hydra_partials(make_cfg, option):
         if key == "family":
             continue
         fn = instantiate(node)
-        assert callable(fn) and not isinstance(fn, functools.partial), f"loss.{key} of loss={option}"
+        assert callable(fn) and not isinstance(fn, functools.partial), (
+            f"loss.{key} of loss={option}"
+        )
 
 
 def test_default_adam_is_fused_and_takes_the_same_steps_as_the_reference_adam(make_cfg):
@@ -141,8 +190,15 @@ def test_default_adam_is_fused_and_takes_the_same_steps_as_the_reference_adam(ma
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     reference_net = copy.deepcopy(net)
-    fused, reference = factory(net.parameters()), torch.optim.Adam(reference_net.parameters(), lr=cfg.model.optimizer_g.lr,
-                                                                    betas=tuple(cfg.model.optimizer_g.betas), foreach=False)
+    fused, reference = (
+        factory(net.parameters()),
+        torch.optim.Adam(
+            reference_net.parameters(),
+            lr=cfg.model.optimizer_g.lr,
+            betas=tuple(cfg.model.optimizer_g.betas),
+            foreach=False,
+        ),
+    )
     assert fused.defaults["fused"]
     for _ in range(50):
         x = torch.randn(16, 8)
@@ -150,5 +206,5 @@ def test_default_adam_is_fused_and_takes_the_same_steps_as_the_reference_adam(ma
             optimizer.zero_grad()
             model(x).pow(2).mean().backward()
             optimizer.step()
-    for a, b in zip(net.parameters(), reference_net.parameters()):
+    for a, b in zip(net.parameters(), reference_net.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=0, atol=1e-6)

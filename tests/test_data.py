@@ -65,13 +65,17 @@ def test_wrong_content_fails_the_checksum(tmp_path, data_dir):
     content = bytearray(gzip.decompress(target.read_bytes()))
     content[100] = (content[100] + 1) % 10  # one flipped label: valid IDX, wrong data
     target.unlink()
-    (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(content))  # uncompressed files are accepted too
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(
+        bytes(content)
+    )  # uncompressed files are accepted too
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte: checksum mismatch"):
         load_split("mnist", tmp_path, "test", allow_download=False)
 
 
 def test_batches_are_scaled_slices_and_the_split_is_fixed(data_dir):
-    dm = ImageDataModule(data_dir=data_dir, batch_size=32, val_size=1000, image_size=32, download=False)
+    dm = ImageDataModule(
+        data_dir=data_dir, batch_size=32, val_size=1000, image_size=32, download=False
+    )
     dm.setup()
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (32, 1, 32, 32) and images.dtype == torch.float32

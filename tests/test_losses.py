@@ -31,7 +31,9 @@ def t(*values):
 
 def test_energy_norms_by_hand():
     x = torch.zeros(2, 1, 2, 2, dtype=torch.float64)
-    reconstruction = torch.tensor([[[[3.0, 4.0], [0.0, 0.0]]], [[[1.0, -1.0], [1.0, -1.0]]]], dtype=torch.float64)
+    reconstruction = torch.tensor(
+        [[[[3.0, 4.0], [0.0, 0.0]]], [[[1.0, -1.0], [1.0, -1.0]]]], dtype=torch.float64
+    )
     # residuals: (3, 4, 0, 0) and (1, -1, 1, -1)
     assert torch.allclose(energy(x, reconstruction, "l2"), t(5.0, 2.0))
     assert torch.allclose(energy(x, reconstruction, "mse"), t(25 / 4, 1.0))
@@ -70,7 +72,9 @@ def test_pulling_away_term_squares_the_cosine_and_excludes_the_diagonal():
     assert pulling_away_term(orthogonal).item() == pytest.approx(0.0, abs=1e-7)
     # scale-invariant, and computed on flattened embeddings
     s = torch.randn(5, 2, 3)
-    assert pulling_away_term(3.0 * s).item() == pytest.approx(pulling_away_term(s.flatten(1)).item(), rel=1e-5)
+    assert pulling_away_term(3.0 * s).item() == pytest.approx(
+        pulling_away_term(s.flatten(1)).item(), rel=1e-5
+    )
     with pytest.raises(ValueError, match="at least 2"):
         pulling_away_term(torch.ones(1, 3))
 
@@ -81,8 +85,12 @@ def test_gan_losses_by_hand():
     d = (softplus(-0.0) + softplus(-2.0)) / 2 + (softplus(-1.0) + softplus(0.0)) / 2
     assert gan_discriminator_loss(real, fake).item() == pytest.approx(d)
     # non-saturating: -log sigmoid(l); minimax: log(1 - sigmoid(l)) = -softplus(l)
-    assert gan_generator_loss_non_saturating(fake).item() == pytest.approx((softplus(1.0) + softplus(0.0)) / 2)
-    assert gan_generator_loss_minimax(fake).item() == pytest.approx(-(softplus(-1.0) + softplus(0.0)) / 2)
+    assert gan_generator_loss_non_saturating(fake).item() == pytest.approx(
+        (softplus(1.0) + softplus(0.0)) / 2
+    )
+    assert gan_generator_loss_minimax(fake).item() == pytest.approx(
+        -(softplus(-1.0) + softplus(0.0)) / 2
+    )
 
 
 def test_began_losses_and_convergence_by_hand():
@@ -96,10 +104,23 @@ def test_began_losses_and_convergence_by_hand():
 def test_began_k_update_by_hand_and_clamped_at_both_ends():
     k = torch.tensor(0.2)
     # 0.2 + 0.001 * (0.5 * 0.4 - 0.1) = 0.2001
-    assert began_k_update(k, torch.tensor(0.4), torch.tensor(0.1), 0.5, 0.001).item() == pytest.approx(0.2001)
-    assert began_k_update(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(5.0), 0.5, 0.001).item() == 0.0
-    assert began_k_update(torch.tensor(0.9995), torch.tensor(4.0), torch.tensor(0.0), 0.5, 0.001).item() == 1.0
-    assert began_k_update(torch.tensor(0.0), torch.tensor(-0.0), torch.tensor(0.0), 0.5, 0.001).item() == 0.0
+    assert began_k_update(
+        k, torch.tensor(0.4), torch.tensor(0.1), 0.5, 0.001
+    ).item() == pytest.approx(0.2001)
+    assert (
+        began_k_update(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(5.0), 0.5, 0.001).item()
+        == 0.0
+    )
+    assert (
+        began_k_update(
+            torch.tensor(0.9995), torch.tensor(4.0), torch.tensor(0.0), 0.5, 0.001
+        ).item()
+        == 1.0
+    )
+    assert (
+        began_k_update(torch.tensor(0.0), torch.tensor(-0.0), torch.tensor(0.0), 0.5, 0.001).item()
+        == 0.0
+    )
 
 
 def test_wasserstein_losses_by_hand():
@@ -110,15 +131,20 @@ def test_wasserstein_losses_by_hand():
 
 
 def test_gradient_penalty_of_a_linear_critic_is_known_for_any_interpolate():
-    # c(x) = w.x + b has gradient w everywhere: penalty (||w|| - 1)^2 = (5 - 1)^2 = 16 wherever x_hat lies
+    # c(x) = w.x + b has gradient w everywhere: penalty (||w|| - 1)^2 = (5 - 1)^2 = 16 at any x_hat
     critic = torch.nn.Linear(4, 1).double()
     with torch.no_grad():
         critic.weight.copy_(t(3.0, 0.0, 4.0, 0.0).view(1, 4))
         critic.bias.fill_(-7.0)
-    real, fake = torch.randn(5, 1, 2, 2, dtype=torch.float64), torch.randn(5, 1, 2, 2, dtype=torch.float64)
+    real, fake = (
+        torch.randn(5, 1, 2, 2, dtype=torch.float64),
+        torch.randn(5, 1, 2, 2, dtype=torch.float64),
+    )
     score = lambda x: critic(x.flatten(1)).squeeze(1)  # noqa: E731
     assert gradient_penalty(score, real, fake).item() == pytest.approx(16.0)
-    assert gradient_penalty(score, real, fake, mixing=t(0, 0.25, 0.5, 0.75, 1)).item() == pytest.approx(16.0)
+    assert gradient_penalty(
+        score, real, fake, mixing=t(0, 0.25, 0.5, 0.75, 1)
+    ).item() == pytest.approx(16.0)
     # its gradient reaches the critic: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w|| = 1.6 w
     gradient_penalty(score, real, fake).backward()
     assert torch.allclose(critic.weight.grad, 1.6 * critic.weight.detach())

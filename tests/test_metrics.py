@@ -1,4 +1,4 @@
-"""The pinned classifier and the scores built on it, on real data, noise and a collapsed generator."""
+"""The pinned classifier and its scores on real data, noise and a collapsed generator."""
 
 import json
 import shutil
@@ -30,9 +30,13 @@ def mnist_scores(mnist_test):
 @pytest.mark.parametrize("dataset", sorted(BARS))
 def test_pinned_classifier_loads_verified_and_meets_its_bar(dataset, data_dir):
     if dataset not in read_manifest():
-        pytest.fail(f"no pinned classifier for {dataset}: python src/train_classifier.py data={dataset}")
+        pytest.fail(
+            f"no pinned classifier for {dataset}: python src/train_classifier.py data={dataset}"
+        )
     model = load_classifier(dataset)
-    if dataset == "fashion_mnist" and not __import__("os").path.isdir("/usr/share/datasets/fashion-mnist"):
+    if dataset == "fashion_mnist" and not __import__("os").path.isdir(
+        "/usr/share/datasets/fashion-mnist"
+    ):
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     images, labels = load_split(dataset, data_dir, "test", allow_download=False)
     assert accuracy(model, images, labels) >= BARS[dataset]
@@ -82,15 +86,22 @@ def test_uint8_and_float_inputs_score_the_same(mnist_scores, mnist_test):
     uint8 = mnist_test[0][:2000].unsqueeze(1)
     as_float = uint8.float() / 127.5 - 1
     a, b = mnist_scores.score(uint8), mnist_scores.score(as_float)
-    assert a["is"] == pytest.approx(b["is"], rel=1e-5) and a["fid"] == pytest.approx(b["fid"], rel=1e-5)
+    assert a["is"] == pytest.approx(b["is"], rel=1e-5) and a["fid"] == pytest.approx(
+        b["fid"], rel=1e-5
+    )
 
 
 def test_noise_scores_near_one_with_a_huge_fid(mnist_scores, data_dir):
     noise = torch.rand(5000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    train_images = load_split("mnist", data_dir, "train", allow_download=False)[0][:5000].unsqueeze(1)
+    train_images = load_split("mnist", data_dir, "train", allow_download=False)[0][:5000].unsqueeze(
+        1
+    )
     noise_result, real_result = mnist_scores.score(noise), mnist_scores.score(train_images)
     assert noise_result["is"] < 1.5
-    assert noise_result["fid"] > 50 * real_result["fid"] and noise_result["kid"] > 50 * real_result["kid"]
+    assert (
+        noise_result["fid"] > 50 * real_result["fid"]
+        and noise_result["kid"] > 50 * real_result["kid"]
+    )
 
 
 def test_a_single_repeated_digit_is_caught_by_mode_coverage(mnist_scores, mnist_test):
@@ -103,38 +114,58 @@ def test_a_single_repeated_digit_is_caught_by_mode_coverage(mnist_scores, mnist_
 def test_scores_are_reproducible_and_accept_padded_images(mnist_scores, mnist_test):
     images = mnist_test[0][:3000].unsqueeze(1)
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
-    first, again, from_padded = mnist_scores.score(images), mnist_scores.score(images), mnist_scores.score(padded)
+    first, again, from_padded = (
+        mnist_scores.score(images),
+        mnist_scores.score(images),
+        mnist_scores.score(padded),
+    )
     assert first == again
     assert from_padded["fid"] == pytest.approx(first["fid"], rel=1e-6)
 
 
 def test_training_logs_the_scores_and_the_clis_work_on_its_checkpoint(make_cfg, tmp_path, data_dir):
     import os
-
     import subprocess
     import sys
 
     from src.runs.training import train
     from src.utils import PROJECT_ROOT
 
-    cfg = make_cfg("model=ebgan", "callbacks.generative_metrics.n_samples=300",
-                   "callbacks.generative_metrics.n_real=500", "callbacks.generative_metrics.kid_subset_size=100",
-                   "callbacks.generative_metrics.kid_subsets=5", keep_metrics=True)
+    cfg = make_cfg(
+        "model=ebgan",
+        "callbacks.generative_metrics.n_samples=300",
+        "callbacks.generative_metrics.n_real=500",
+        "callbacks.generative_metrics.kid_subset_size=100",
+        "callbacks.generative_metrics.kid_subsets=5",
+        keep_metrics=True,
+    )
     result = train(cfg)
     for key in ("val/is", "val/fid", "val/kid", "val/modes_covered", "val/max_class_share"):
         assert key in result["metrics"]
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
 
     def cli(script, *args):
-        done = subprocess.run([sys.executable, str(PROJECT_ROOT / "src" / script), f"ckpt_path={ckpt}",
-                               f"hydra.run.dir={tmp_path / script}", *args], capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "DATA_DIR": data_dir})
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(PROJECT_ROOT / "src" / script),
+                f"ckpt_path={ckpt}",
+                f"hydra.run.dir={tmp_path / script}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "DATA_DIR": data_dir},
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return done
 
     cli("evaluate.py", "n_samples=300", "n_real=500", "kid_subset_size=100", "kid_subsets=5")
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
-    assert evaluation["fid"] == pytest.approx(result["metrics"]["val/fid"], rel=1e-4)  # same latents, same net
+    assert evaluation["fid"] == pytest.approx(
+        result["metrics"]["val/fid"], rel=1e-4
+    )  # same latents, same net
     cli("sample.py", "n=50", f"out={tmp_path / 's.npz'}")
     images = np.load(tmp_path / "s.npz")["images"]
     assert images.shape == (50, 1, 28, 28) and images.dtype == np.uint8 and images.max() > 100
@@ -148,6 +179,15 @@ def test_cli_refuses_a_missing_checkpoint(tmp_path):
 
     from src.utils import PROJECT_ROOT
 
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "src" / "evaluate.py"), f"ckpt_path={tmp_path}/x.ckpt",
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "src" / "evaluate.py"),
+            f"ckpt_path={tmp_path}/x.ckpt",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and f"ckpt_path={tmp_path}/x.ckpt: no such file" in done.stderr

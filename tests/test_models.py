@@ -1,6 +1,7 @@
 """The training loop's contracts: who updates what, BEGAN's k_t state, divergence."""
 
 import copy
+from itertools import pairwise
 
 import pytest
 import torch
@@ -9,8 +10,15 @@ from hydra.utils import instantiate
 from src.models import DivergenceError
 from src.runs.training import instantiate_all
 
-MODELS = [("gan", "mlp"), ("ebgan", "mlp"), ("ebgan_pt", "dcgan"), ("began", "began"), ("wgan", "mlp"),
-          ("wgan_gp", "dcgan"), ("cgan", "dcgan")]
+MODELS = [
+    ("gan", "mlp"),
+    ("ebgan", "mlp"),
+    ("ebgan_pt", "dcgan"),
+    ("began", "began"),
+    ("wgan", "mlp"),
+    ("wgan_gp", "dcgan"),
+    ("cgan", "dcgan"),
+]
 
 
 def named_grads(module):
@@ -19,8 +27,13 @@ def named_grads(module):
 
 @pytest.mark.parametrize(("model_name", "arch"), MODELS)
 def test_d_step_touches_only_d_and_g_step_only_g(make_cfg, model_name, arch):
-    cfg = make_cfg(f"model={model_name}", f"arch={arch}", "trainer.limit_train_batches=1",
-                   "trainer.limit_val_batches=0", "model.d_steps_per_g_step=1")  # a G step on the one batch
+    cfg = make_cfg(
+        f"model={model_name}",
+        f"arch={arch}",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=0",
+        "model.d_steps_per_g_step=1",
+    )  # a G step on the one batch
     datamodule, model, trainer = instantiate_all(cfg)
     steps = []
     original_backward = model.manual_backward
@@ -30,7 +43,9 @@ def test_d_step_touches_only_d_and_g_step_only_g(make_cfg, model_name, arch):
         g_before = [p.detach().clone() for p in model.generator.parameters()]
         d_before = [p.detach().clone() for p in model.discriminator.parameters()]
         original_backward(loss, *args, **kwargs)
-        steps.append((named_grads(model.generator), named_grads(model.discriminator), g_before, d_before))
+        steps.append(
+            (named_grads(model.generator), named_grads(model.discriminator), g_before, d_before)
+        )
 
     model.manual_backward = spy_backward
     trainer.fit(model, datamodule=datamodule)
@@ -38,15 +53,19 @@ def test_d_step_touches_only_d_and_g_step_only_g(make_cfg, model_name, arch):
     assert not g_grads_d_step and d_grads_d_step, "the D step must give gradients to D only"
     assert not d_grads_g_step and g_grads_g_step, "the G step must give gradients to G only"
     # between the D backward and the G backward only D's optimizer stepped: G unchanged, D changed
-    assert all(torch.equal(a, b) for a, b in zip(g0, g1))
-    assert any(not torch.equal(a, b) for a, b in zip(d0, d1))
+    assert all(torch.equal(a, b) for a, b in zip(g0, g1, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, d1, strict=True))
     # after the G step, D's weights are still those after its own step
-    assert all(torch.equal(a, b) for a, b in zip(d1, model.discriminator.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(d1, model.discriminator.parameters(), strict=True))
 
 
 def test_several_d_steps_per_g_step_each_on_its_own_batch(make_cfg):
-    cfg = make_cfg("model=gan", "model.d_steps_per_g_step=3", "trainer.limit_train_batches=7",
-                   "trainer.limit_val_batches=0")
+    cfg = make_cfg(
+        "model=gan",
+        "model.d_steps_per_g_step=3",
+        "trainer.limit_train_batches=7",
+        "trainer.limit_val_batches=0",
+    )
     datamodule, model, trainer = instantiate_all(cfg)
     real_batches_seen_by_d = []
     original = model.discriminator_loss
@@ -58,16 +77,21 @@ def test_several_d_steps_per_g_step_each_on_its_own_batch(make_cfg):
     model.discriminator_loss = spy
     trainer.fit(model, datamodule=datamodule)
     optimizer_g, optimizer_d = model.optimizers()
-    # one D step per batch; a G step after batches 3 and 6 (the 7th batch's D step has no G step yet)
+    # one D step per batch; a G step after batches 3 and 6 (none yet after the 7th batch's D step)
     assert optimizer_d.optimizer.state[next(model.discriminator.parameters())]["step"].item() == 7
     assert optimizer_g.optimizer.state[next(model.generator.parameters())]["step"].item() == 2
     assert len(real_batches_seen_by_d) == 7
-    assert not any(torch.equal(a, b) for a, b in zip(real_batches_seen_by_d, real_batches_seen_by_d[1:]))
+    assert not any(torch.equal(a, b) for a, b in pairwise(real_batches_seen_by_d))
 
 
 def test_began_k_moves_by_the_control_law_and_survives_a_checkpoint(make_cfg, tmp_path):
-    cfg = make_cfg("model=began", "arch=began", "model.lambda_k=0.05", "trainer.limit_train_batches=4",
-                   "trainer.limit_val_batches=0")
+    cfg = make_cfg(
+        "model=began",
+        "arch=began",
+        "model.lambda_k=0.05",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=0",
+    )
     datamodule, model, trainer = instantiate_all(cfg)
     seen = []
     original = model.after_discriminator_step
@@ -75,7 +99,10 @@ def test_began_k_moves_by_the_control_law_and_survives_a_checkpoint(make_cfg, tm
     def spy(logs):
         k_before = model.k.item()
         original(logs)
-        expected = min(max(k_before + 0.05 * (0.5 * logs["loss_real"].item() - logs["loss_fake"].item()), 0.0), 1.0)
+        expected = min(
+            max(k_before + 0.05 * (0.5 * logs["loss_real"].item() - logs["loss_fake"].item()), 0.0),
+            1.0,
+        )
         seen.append((expected, model.k.item()))
 
     model.after_discriminator_step = spy
@@ -92,8 +119,14 @@ def test_began_k_moves_by_the_control_law_and_survives_a_checkpoint(make_cfg, tm
 
 
 def test_began_halves_the_learning_rates_when_convergence_stalls(make_cfg):
-    cfg = make_cfg("model=began", "arch=began", "model.lr_decay_patience=1", "trainer.max_epochs=3",
-                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=0")
+    cfg = make_cfg(
+        "model=began",
+        "arch=began",
+        "model.lr_decay_patience=1",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=0",
+    )
     datamodule, model, trainer = instantiate_all(cfg)
     epoch_means = []
     original = model.on_train_epoch_end
@@ -110,7 +143,9 @@ def test_began_halves_the_learning_rates_when_convergence_stalls(make_cfg):
 
 
 def test_non_finite_loss_raises_divergence_and_writes_no_checkpoint(make_cfg, tmp_path):
-    cfg = make_cfg("model=ebgan", "model.check_finite_every_n_steps=1", "trainer.limit_val_batches=0")
+    cfg = make_cfg(
+        "model=ebgan", "model.check_finite_every_n_steps=1", "trainer.limit_val_batches=0"
+    )
     datamodule, model, trainer = instantiate_all(cfg)
     with torch.no_grad():
         next(model.generator.parameters()).fill_(float("nan"))
@@ -120,17 +155,28 @@ def test_non_finite_loss_raises_divergence_and_writes_no_checkpoint(make_cfg, tm
 
 
 def test_latent_distributions():
-    from src.nets import MLPAutoEncoder, MLPGenerator
     from src.models import BEGAN
+    from src.nets import MLPAutoEncoder, MLPGenerator
 
-    model = BEGAN(MLPGenerator(8, 2, 8, (1, 28, 28)), MLPAutoEncoder(2, 8, (1, 28, 28)),
-                  torch.optim.Adam, torch.optim.Adam, energy=lambda x, r: (x - r).abs().flatten(1).mean(1),
-                  latent_distribution="uniform")
+    model = BEGAN(
+        MLPGenerator(8, 2, 8, (1, 28, 28)),
+        MLPAutoEncoder(2, 8, (1, 28, 28)),
+        torch.optim.Adam,
+        torch.optim.Adam,
+        energy=lambda x, r: (x - r).abs().flatten(1).mean(1),
+        latent_distribution="uniform",
+    )
     z = model.sample_latent(10000)
     assert z.min() >= -1 and z.max() <= 1 and abs(z.mean().item()) < 0.02
     with pytest.raises(ValueError, match="latent_distribution must be one of"):
-        BEGAN(model.generator, model.discriminator, torch.optim.Adam, torch.optim.Adam, energy=None,
-              latent_distribution="cauchy")
+        BEGAN(
+            model.generator,
+            model.discriminator,
+            torch.optim.Adam,
+            torch.optim.Adam,
+            energy=None,
+            latent_distribution="cauchy",
+        )
 
 
 def test_batch_statistics_evaluates_like_training_without_moving_running_stats():
@@ -144,9 +190,17 @@ def test_batch_statistics_evaluates_like_training_without_moving_running_stats()
     x = torch.randn(6, 1, 4, 4) * 5 + 3
     with batch_statistics(net):
         inside = net(x)
-        assert bn.training and not next(m for m in net.modules() if isinstance(m, torch.nn.Dropout)).training
+        assert (
+            bn.training
+            and not next(m for m in net.modules() if isinstance(m, torch.nn.Dropout)).training
+        )
     assert not bn.training and bn.momentum == 0.1
-    assert all(torch.equal(a, b) for a, b in zip(before, (bn.running_mean, bn.running_var, bn.num_batches_tracked)))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            before, (bn.running_mean, bn.running_var, bn.num_batches_tracked), strict=True
+        )
+    )
     # inside: normalised with this batch's statistics, as in a training forward pass (dropout off)
     reference = copy.deepcopy(net).train()
     for m in reference.modules():
@@ -162,9 +216,19 @@ def test_ebgan_pt_generator_loss_is_energy_plus_weighted_pt_of_the_fake_embeddin
     from src.nets import MLPAutoEncoder, MLPGenerator
 
     torch.manual_seed(0)
-    generator, autoencoder = MLPGenerator(8, 2, 16, (1, 4, 4)), MLPAutoEncoder(3, 6, (1, 4, 4), init_std=0.5)
-    model = EBGANPT(generator, autoencoder, torch.optim.Adam, torch.optim.Adam, energy=energy, margin=1.0,
-                    pt_weight=0.25)
+    generator, autoencoder = (
+        MLPGenerator(8, 2, 16, (1, 4, 4)),
+        MLPAutoEncoder(3, 6, (1, 4, 4), init_std=0.5),
+    )
+    model = EBGANPT(
+        generator,
+        autoencoder,
+        torch.optim.Adam,
+        torch.optim.Adam,
+        energy=energy,
+        margin=1.0,
+        pt_weight=0.25,
+    )
     fake = generator(torch.randn(5, 8))
     loss, logs = model.generator_loss(fake)
     reconstruction, embedding = autoencoder(fake)
@@ -185,23 +249,44 @@ def test_mlp_nets_follow_the_paper_grid_layout():
 
     autoencoder = MLPAutoEncoder(n_layers=4, hidden=32, image_shape=(1, 28, 28), dropout=True)
     encoder_linears = layers(autoencoder.encoder, torch.nn.Linear)
-    assert [(l.in_features, l.out_features) for l in encoder_linears] == [(784, 32), (32, 32), (32, 32)]
+    assert [(layer.in_features, layer.out_features) for layer in encoder_linears] == [
+        (784, 32),
+        (32, 32),
+        (32, 32),
+    ]
     assert (autoencoder.decoder.in_features, autoencoder.decoder.out_features) == (32, 784)
     assert len(layers(autoencoder.encoder, torch.nn.BatchNorm1d)) == 2  # none after D's input layer
     assert len(layers(autoencoder.encoder, torch.nn.Dropout)) == 3
     generator = MLPGenerator(latent_dim=10, n_layers=3, hidden=64, image_shape=(1, 28, 28))
-    assert [(l.in_features, l.out_features) for l in layers(generator, torch.nn.Linear)] == [(10, 64), (64, 64), (64, 784)]
+    assert [
+        (layer.in_features, layer.out_features) for layer in layers(generator, torch.nn.Linear)
+    ] == [
+        (10, 64),
+        (64, 64),
+        (64, 784),
+    ]
     assert len(layers(generator, torch.nn.BatchNorm1d)) == 2  # none on G's output layer
     classifier = MLPClassifier(n_layers=2, hidden=16, image_shape=(1, 28, 28))
-    assert [(l.in_features, l.out_features) for l in layers(classifier, torch.nn.Linear)] == [(784, 16), (16, 1)]
+    assert [
+        (layer.in_features, layer.out_features) for layer in layers(classifier, torch.nn.Linear)
+    ] == [
+        (784, 16),
+        (16, 1),
+    ]
     assert not layers(classifier, torch.nn.BatchNorm1d) and not layers(classifier, torch.nn.Dropout)
     assert abs(generator.out.weight.std().item() - 0.02) < 0.002
-    assert abs(layers(classifier, torch.nn.Linear)[0].weight.std().item() - 0.002) < 0.0002  # 12 544 weights
+    assert (
+        abs(layers(classifier, torch.nn.Linear)[0].weight.std().item() - 0.002) < 0.0002
+    )  # 12 544 weights
 
 
 def test_divergence_between_checks_is_caught_on_the_epochs_last_batch(make_cfg, tmp_path):
-    cfg = make_cfg("model=ebgan", "model.check_finite_every_n_steps=10", "trainer.limit_train_batches=3",
-                   "trainer.limit_val_batches=0")
+    cfg = make_cfg(
+        "model=ebgan",
+        "model.check_finite_every_n_steps=10",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=0",
+    )
     datamodule, model, trainer = instantiate_all(cfg)
     with torch.no_grad():
         next(model.generator.parameters()).fill_(float("nan"))
@@ -211,7 +296,12 @@ def test_divergence_between_checks_is_caught_on_the_epochs_last_batch(make_cfg, 
 
 
 def test_wgan_clips_every_critic_weight_after_each_critic_step(make_cfg):
-    cfg = make_cfg("model=wgan", "arch.nLayerD=3", "trainer.limit_train_batches=2", "trainer.limit_val_batches=0")
+    cfg = make_cfg(
+        "model=wgan",
+        "arch.nLayerD=3",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=0",
+    )
     datamodule, model, trainer = instantiate_all(cfg)
     seen = []
     original = model.after_discriminator_step
@@ -222,7 +312,7 @@ def test_wgan_clips_every_critic_weight_after_each_critic_step(make_cfg):
 
     model.after_discriminator_step = spy
     trainer.fit(model, datamodule=datamodule)
-    # the layer norm's scale starts at 1 and the init std is 0.002: clipping is what brings it to 0.01
+    # the layer norm's scale starts at 1, the init std is 0.002: clipping brings the scale to 0.01
     assert seen == [pytest.approx(0.01), pytest.approx(0.01)]
 
 
@@ -300,10 +390,16 @@ def test_frozen_turns_grads_off_inside_and_restores_only_what_it_froze():
 def test_model_compile_is_opt_in_for_fit_and_keeps_parameter_names(make_cfg):
     plain = instantiate(make_cfg("model=ebgan").model)
     plain.setup("fit")
-    assert plain.generator._compiled_call_impl is None and plain.discriminator._compiled_call_impl is None
+    assert (
+        plain.generator._compiled_call_impl is None
+        and plain.discriminator._compiled_call_impl is None
+    )
     model = instantiate(make_cfg("model=ebgan", "model.compile=true").model)
     model.setup("validate")
     assert model.generator._compiled_call_impl is None
     model.setup("fit")
-    assert model.generator._compiled_call_impl is not None and model.discriminator._compiled_call_impl is not None
+    assert (
+        model.generator._compiled_call_impl is not None
+        and model.discriminator._compiled_call_impl is not None
+    )
     assert list(model.state_dict()) == list(plain.state_dict())  # checkpoints stay interchangeable

@@ -1,5 +1,5 @@
-"""Exact resume, training untouched by validation and scoring, preemption, W&B offline logging, and bad input
-refused before training."""
+"""Exact resume, training untouched by validation and scoring, preemption, W&B offline logging, and
+bad input refused before training."""
 
 import json
 import os
@@ -19,15 +19,29 @@ def final_weights(path):
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
-# per model: a knob that makes 4 batches per epoch exercise its state (BEGAN's lr decay; WGAN's G steps)
-RESUME_KNOBS = {"ebgan_pt": "model.margin=10", "began": "model.lr_decay_patience=1", "wgan": "model.d_steps_per_g_step=3"}
+# per model: a knob that makes 4 batches an epoch exercise its state (BEGAN lr decay, WGAN G step)
+RESUME_KNOBS = {
+    "ebgan_pt": "model.margin=10",
+    "began": "model.lr_decay_patience=1",
+    "wgan": "model.d_steps_per_g_step=3",
+}
 
 
-@pytest.mark.parametrize(("model", "arch"), [("ebgan_pt", "mlp"), ("began", "began"), ("wgan", "dcgan")])
+@pytest.mark.parametrize(
+    ("model", "arch"), [("ebgan_pt", "mlp"), ("began", "began"), ("wgan", "dcgan")]
+)
 def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_factory, model, arch):
-    steps = [f"model={model}", f"arch={arch}", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
-             "trainer.deterministic=true", RESUME_KNOBS[model]]
-    straight_dir, half_dir, resumed_dir = (tmp_path_factory.mktemp(n) for n in ("straight", "half", "resumed"))
+    steps = [
+        f"model={model}",
+        f"arch={arch}",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1",
+        "trainer.deterministic=true",
+        RESUME_KNOBS[model],
+    ]
+    straight_dir, half_dir, resumed_dir = (
+        tmp_path_factory.mktemp(n) for n in ("straight", "half", "resumed")
+    )
 
     def run(folder, epochs, *extra):
         cfg = make_cfg(*steps, f"trainer.max_epochs={epochs}", *extra)
@@ -45,16 +59,23 @@ def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_fact
         assert straight["k"].item() > 0 and torch.equal(straight["k"], resumed["k"])
 
 
-
 def test_validation_scoring_and_sample_grids_do_not_change_what_is_trained(make_cfg, tmp_path):
-    """Validation, the metrics and the sample-grid callbacks (classifier built, samples drawn, IS/KID
-    subsets) leave the training RNG alone: how often they run never changes the trained weights."""
+    """Validation, the metrics and the sample-grid callbacks (classifier built, samples drawn,
+    IS/KID subsets) leave the training RNG alone: how often they run never changes the trained
+    weights."""
 
     def run(*extra, keep_metrics):
         folder = tmp_path / f"metrics_{keep_metrics}_{len(extra)}"
-        cfg = make_cfg("model=ebgan", "trainer.max_epochs=2", "callbacks.generative_metrics.n_samples=200",
-                       "callbacks.generative_metrics.n_real=200", "callbacks.generative_metrics.kid_subset_size=50",
-                       "callbacks.generative_metrics.kid_subsets=2", *extra, keep_metrics=keep_metrics)
+        cfg = make_cfg(
+            "model=ebgan",
+            "trainer.max_epochs=2",
+            "callbacks.generative_metrics.n_samples=200",
+            "callbacks.generative_metrics.n_real=200",
+            "callbacks.generative_metrics.kid_subset_size=50",
+            "callbacks.generative_metrics.kid_subsets=2",
+            *extra,
+            keep_metrics=keep_metrics,
+        )
         cfg.paths.output_dir = str(folder)
         assert train(cfg)["status"] == "completed"
         return final_weights(folder / "checkpoints" / "last.ckpt")
@@ -64,16 +85,35 @@ def test_validation_scoring_and_sample_grids_do_not_change_what_is_trained(make_
     for key in scored:
         assert torch.equal(scored[key], unscored[key]) and torch.equal(scored[key], bare[key]), key
 
+
 def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path, data_dir):
-    command = [sys.executable, str(PROJECT_ROOT / "src" / "train.py"), f"hydra.run.dir={tmp_path}", "logger=csv",
-               "trainer.accelerator=cpu", "trainer.max_epochs=50", "callbacks.progress_bar=null",
-               "callbacks.generative_metrics=null", "arch.sizeG=64", "arch.sizeD=32", "model=ebgan",
-               "trainer.log_every_n_steps=1", "print_config=false"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "DATA_DIR": data_dir, "WANDB_MODE": "disabled"})
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "src" / "train.py"),
+        f"hydra.run.dir={tmp_path}",
+        "logger=csv",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=50",
+        "callbacks.progress_bar=null",
+        "callbacks.generative_metrics=null",
+        "arch.sizeG=64",
+        "arch.sizeD=32",
+        "model=ebgan",
+        "trainer.log_every_n_steps=1",
+        "print_config=false",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "DATA_DIR": data_dir, "WANDB_MODE": "disabled"},
+    )
     metrics_csv = tmp_path / "csv" / "metrics.csv"
     deadline = time.time() + 120
-    while time.time() < deadline and not (metrics_csv.is_file() or (tmp_path / "csv" / "hparams.yaml").is_file()):
+    while time.time() < deadline and not (
+        metrics_csv.is_file() or (tmp_path / "csv" / "hparams.yaml").is_file()
+    ):
         time.sleep(0.5)
     time.sleep(3)  # well inside the first epochs
     process.send_signal(signal.SIGTERM)
@@ -81,12 +121,14 @@ def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path, data_dir):
     assert process.returncode != 0
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["status"] == "interrupted", output[-2000:]
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
     assert checkpoint["global_step"] > 0 and "rng_state" in checkpoint
 
 
 def read_wandb_records(path):
-    """Records of an offline .wandb file: a LevelDB-style log (32 KiB blocks, 7-byte chunk headers) of protobufs."""
+    """Records of an offline .wandb file: LevelDB-style log (32 KiB blocks, 7-byte headers)."""
     import struct
 
     from wandb.proto import wandb_internal_pb2
@@ -133,8 +175,15 @@ def test_wandb_offline_writes_its_run_files(make_cfg, tmp_path, monkeypatch):
         elif kind == "config":
             keys[kind] |= {item.key or "/".join(item.nested_key) for item in record.config.update}
     assert {"model", "arch", "loss", "data", "trainer"} <= keys["config"]
-    assert {"train/energy_real", "train/energy_fake", "train/loss_d", "train/loss_g", "train/fake_inside_margin",
-            "val/energy_real", "samples/filenames"} <= keys["history"]
+    assert {
+        "train/energy_real",
+        "train/energy_fake",
+        "train/loss_d",
+        "train/loss_g",
+        "train/fake_inside_margin",
+        "val/energy_real",
+        "samples/filenames",
+    } <= keys["history"]
     assert any(r.WhichOneof("record_type") == "exit" and r.exit.exit_code == 0 for r in records)
 
 
@@ -152,20 +201,38 @@ def test_checkpoint_path_that_does_not_exist(make_cfg, tmp_path):
 
 def test_checkpoint_of_another_model_is_refused(make_cfg, tmp_path):
     assert train(make_cfg("model=ebgan"))["status"] == "completed"
-    with pytest.raises(ConfigError, match="holds a src.models.EBGAN model, but this run configures src.models.GAN"):
+    with pytest.raises(
+        ConfigError, match="holds a src.models.EBGAN model, but this run configures src.models.GAN"
+    ):
         check_paths(make_cfg("model=gan", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"))
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["model=nosuchmodel"], "Could not find 'model/nosuchmodel'"),
-    (["model=ebgan", "model.margin=-1"], "error: model.margin must be > 0, got -1"),
-    (["model=began", "arch=began", "model.gamma=2"], r"error: model.gamma must be in (0, 1], got 2"),
-    (["model=ebgan", "loss=bce_ns"], "needs a 'energy' loss: choose loss= one of"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=nosuchmodel"], "Could not find 'model/nosuchmodel'"),
+        (["model=ebgan", "model.margin=-1"], "error: model.margin must be > 0, got -1"),
+        (
+            ["model=began", "arch=began", "model.gamma=2"],
+            r"error: model.gamma must be in (0, 1], got 2",
+        ),
+        (["model=ebgan", "loss=bce_ns"], "needs a 'energy' loss: choose loss= one of"),
+    ],
+)
 def test_bad_input_stops_before_training_with_a_message(tmp_path, data_dir, overrides, message):
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "src" / "train.py"), f"hydra.run.dir={tmp_path}",
-                           "logger=none", *overrides], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "DATA_DIR": data_dir})
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "src" / "train.py"),
+            f"hydra.run.dir={tmp_path}",
+            "logger=none",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DATA_DIR": data_dir},
+    )
     assert done.returncode != 0 and message in done.stderr
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
     if "nosuchmodel" in overrides[0]:

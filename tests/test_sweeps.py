@@ -1,4 +1,4 @@
-"""The paper's grids expand to the right job counts; a tiny multirun reports, resumes and survives divergence."""
+"""The paper's grids expand to the right job counts; a tiny multirun reports, resumes, survives."""
 
 import csv
 import json
@@ -13,10 +13,18 @@ from src.runs.sweep_jobs import sweep_jobs
 from src.utils import PROJECT_ROOT
 
 
-@pytest.mark.parametrize(("config", "count"), [("ebgan_mnist_grid", 512), ("ebgan_pt_mnist_grid", 512),
-                                               ("gan_mnist_grid", 6144), ("cpu_grid_ebgan", 8),
-                                               ("cpu_grid_ebgan_pt", 8), ("cpu_grid_gan", 32),
-                                               ("cpu_model_comparison", 6)])
+@pytest.mark.parametrize(
+    ("config", "count"),
+    [
+        ("ebgan_mnist_grid", 512),
+        ("ebgan_pt_mnist_grid", 512),
+        ("gan_mnist_grid", 6144),
+        ("cpu_grid_ebgan", 8),
+        ("cpu_grid_ebgan_pt", 8),
+        ("cpu_grid_gan", 32),
+        ("cpu_model_comparison", 6),
+    ],
+)
 def test_grid_configs_expand_to_the_paper_counts(config, count):
     jobs = sweep_jobs(config)
     assert len(jobs) == count and len({tuple(j) for j in jobs}) == count
@@ -25,7 +33,8 @@ def test_grid_configs_expand_to_the_paper_counts(config, count):
 def test_model_comparison_runs_every_model_at_its_paper_defaults():
     jobs = sweep_jobs("cpu_model_comparison")
     assert sorted(o for job in jobs for o in job if o.startswith("model=")) == sorted(
-        f"model={m}" for m in ("gan", "cgan", "ebgan", "ebgan_pt", "wgan", "wgan_gp"))
+        f"model={m}" for m in ("gan", "cgan", "ebgan", "ebgan_pt", "wgan", "wgan_gp")
+    )
 
 
 def test_gan_grid_crosses_optimizers_and_learning_rates():
@@ -33,27 +42,55 @@ def test_gan_grid_crosses_optimizers_and_learning_rates():
     combos = {tuple(o for o in job if "optimizer" in o) for job in jobs}
     assert len(combos) == 2 * 2 * 3
     assert {o for job in jobs for o in job if o.startswith("model.optimizer_g.lr=")} == {
-        "model.optimizer_g.lr=0.01", "model.optimizer_g.lr=0.001", "model.optimizer_g.lr=0.0001"}
+        "model.optimizer_g.lr=0.01",
+        "model.optimizer_g.lr=0.001",
+        "model.optimizer_g.lr=0.0001",
+    }
     assert {o for job in jobs for o in job if o.startswith("arch.sizeG=")} == {
-        f"arch.sizeG={n}" for n in (400, 800, 1600, 3200)}
+        f"arch.sizeG={n}" for n in (400, 800, 1600, 3200)
+    }
 
 
 TINY_SWEEP = [
-    "model=ebgan", "arch.sizeG=32", "arch.sizeD=16", "arch.latent_dim=8", "data.batch_size=16",
-    "data.val_size=64", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.max_epochs=1",
-    "trainer.accelerator=cpu", "logger=none", "callbacks.progress_bar=null", "model.check_finite_every_n_steps=1",
-    "callbacks.generative_metrics.n_samples=200", "callbacks.generative_metrics.n_real=300",
-    "callbacks.generative_metrics.kid_subset_size=50", "callbacks.generative_metrics.kid_subsets=3",
+    "model=ebgan",
+    "arch.sizeG=32",
+    "arch.sizeD=16",
+    "arch.latent_dim=8",
+    "data.batch_size=16",
+    "data.val_size=64",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "logger=none",
+    "callbacks.progress_bar=null",
+    "model.check_finite_every_n_steps=1",
+    "callbacks.generative_metrics.n_samples=200",
+    "callbacks.generative_metrics.n_real=300",
+    "callbacks.generative_metrics.kid_subset_size=50",
+    "callbacks.generative_metrics.kid_subsets=3",
     "optimizer@model.optimizer_d=sgd",
     # the 2 x 2 grid: lr 1e30 makes D's weights explode at the first step, a real divergence
-    "arch.nLayerG=2,3", "model.optimizer_d.lr=0.001,1e30",
+    "arch.nLayerG=2,3",
+    "model.optimizer_d.lr=0.001,1e30",
 ]
 
 
 def launch(sweep_dir, data_dir):
-    command = [sys.executable, str(PROJECT_ROOT / "src" / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *TINY_SWEEP]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "DATA_DIR": data_dir, "WANDB_MODE": "disabled"})
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "src" / "train.py"),
+        "-m",
+        f"hydra.sweep.dir={sweep_dir}",
+        *TINY_SWEEP,
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "DATA_DIR": data_dir, "WANDB_MODE": "disabled"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -65,13 +102,19 @@ def test_tiny_multirun_reports_resumes_and_survives_divergence(tmp_path, data_di
     assert len(results) == 4
     statuses = {name: r["status"] for name, r in results.items()}
     assert sorted(statuses.values()) == ["completed", "completed", "diverged", "diverged"]
-    lr_of = {p.parent.name: open(p.parent / ".hydra" / "overrides.yaml").read() for p in sweep_dir.glob("*/metrics.json")}
-    assert all(("lr=1e+30" in lr_of[name]) == (status == "diverged") for name, status in statuses.items())
+    lr_of = {
+        p.parent.name: (p.parent / ".hydra" / "overrides.yaml").read_text()
+        for p in sweep_dir.glob("*/metrics.json")
+    }
+    assert all(
+        ("lr=1e+30" in lr_of[name]) == (status == "diverged") for name, status in statuses.items()
+    )
     diverged = next(r for r in results.values() if r["status"] == "diverged")
     assert diverged["failure"]["loss"] in ("discriminator loss", "generator loss")
 
     report = write_report([sweep_dir], tmp_path / "report")
-    rows = list(csv.DictReader(open(tmp_path / "report" / "runs.csv")))
+    with open(tmp_path / "report" / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and sum(r["status"] == "diverged" for r in rows) == 2
     assert all(float(r["is"]) > 0 for r in rows if r["status"] == "completed")
     assert report["summary"][0]["completed"] == 2 and report["summary"][0]["not completed"] == 2
@@ -83,8 +126,11 @@ def test_tiny_multirun_reports_resumes_and_survives_divergence(tmp_path, data_di
     # a second launch: completed runs are skipped (their results untouched), diverged ones run again
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}
     again = launch(sweep_dir, data_dir)
-    assert again.stderr.count("already completed with these overrides") + again.stdout.count(
-        "already completed with these overrides") == 2
+    assert (
+        again.stderr.count("already completed with these overrides")
+        + again.stdout.count("already completed with these overrides")
+        == 2
+    )
     for name, stamp in stamps.items():
         changed = (sweep_dir / name / "metrics.json").stat().st_mtime_ns != stamp
         assert changed == (statuses[name] == "diverged")
@@ -94,7 +140,9 @@ def test_report_lists_jobs_that_never_ran(tmp_path):
     sweep_dir = tmp_path / "sweep"
     (sweep_dir).mkdir()
     (sweep_dir / "multirun.yaml").write_text(
-        "hydra:\n  sweeper:\n    params:\n      arch.nLayerG: 2,3\n  overrides:\n    task: [model=ebgan]\n")
+        "hydra:\n  sweeper:\n    params:\n      arch.nLayerG: 2,3\n  overrides:\n    task: "
+        "[model=ebgan]\n"
+    )
     report = write_report([sweep_dir], tmp_path / "report")
     assert [r["status"] for r in report["rows"]] == ["missing (never ran)"] * 2
     assert "missing (never ran)" in (tmp_path / "report" / "report.md").read_text()

@@ -1,4 +1,4 @@
-"""Short end-to-end runs: every model on its archs leaves a checkpoint, metrics.json and a sample grid."""
+"""Short end-to-end runs: every model on its archs leaves a checkpoint, metrics.json, samples."""
 
 import json
 import os
@@ -10,16 +10,29 @@ import pytest
 from src.runs.training import train
 from src.utils import PROJECT_ROOT
 
-RUNS = [("gan", "mlp"), ("gan", "dcgan"), ("ebgan", "mlp"), ("ebgan", "dcgan"), ("ebgan_pt", "mlp"),
-        ("ebgan_pt", "dcgan"), ("began", "began"), ("began", "dcgan"), ("wgan", "mlp"), ("wgan_gp", "dcgan"),
-        ("cgan", "mlp"), ("cgan", "dcgan")]
+RUNS = [
+    ("gan", "mlp"),
+    ("gan", "dcgan"),
+    ("ebgan", "mlp"),
+    ("ebgan", "dcgan"),
+    ("ebgan_pt", "mlp"),
+    ("ebgan_pt", "dcgan"),
+    ("began", "began"),
+    ("began", "dcgan"),
+    ("wgan", "mlp"),
+    ("wgan_gp", "dcgan"),
+    ("cgan", "mlp"),
+    ("cgan", "dcgan"),
+]
 
 
 @pytest.mark.parametrize(("model", "arch"), RUNS, ids=[f"{m}-{a}" for m, a in RUNS])
 def test_short_run_leaves_checkpoint_metrics_and_samples(make_cfg, tmp_path, model, arch):
     # n_critic = 5 for the WGANs: 5 batches = 5 critic steps + 1 G step, the others' 3 x (1 + 1)
     batches = 5 if model.startswith("wgan") else 3
-    cfg = make_cfg(f"model={model}", f"arch={arch}", "logger=csv", f"trainer.limit_train_batches={batches}")
+    cfg = make_cfg(
+        f"model={model}", f"arch={arch}", "logger=csv", f"trainer.limit_train_batches={batches}"
+    )
     result = train(cfg)
     assert result["status"] == "completed"
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -27,8 +40,15 @@ def test_short_run_leaves_checkpoint_metrics_and_samples(make_cfg, tmp_path, mod
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["status"] == "completed" and written["epochs_completed"] == 1
     assert written["optimizer_steps"] == 6
-    expected = {"gan": "train/d_real", "ebgan": "train/energy_real", "ebgan_pt": "train/pt", "began": "train/k",
-                "wgan": "train/wasserstein_estimate", "wgan_gp": "train/gradient_penalty", "cgan": "train/d_fake"}
+    expected = {
+        "gan": "train/d_real",
+        "ebgan": "train/energy_real",
+        "ebgan_pt": "train/pt",
+        "began": "train/k",
+        "wgan": "train/wasserstein_estimate",
+        "wgan_gp": "train/gradient_penalty",
+        "cgan": "train/d_fake",
+    }
     assert expected[model] in written["metrics"]
     assert all(v == v for v in written["metrics"].values())  # no NaN
     assert (tmp_path / "csv" / "metrics.csv").is_file()
@@ -45,15 +65,31 @@ def test_debug_overfit_trains_the_same_few_batches_for_many_epochs(make_cfg, tmp
 
 def run_cli(tmp_path, *overrides, env_extra=None):
     env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
-    command = [sys.executable, str(PROJECT_ROOT / "src" / "train.py"), f"hydra.run.dir={tmp_path}",
-               "trainer.accelerator=cpu", "logger=none", *overrides]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "src" / "train.py"),
+        f"hydra.run.dir={tmp_path}",
+        "trainer.accelerator=cpu",
+        "logger=none",
+        *overrides,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
 
 
 def test_cli_trains_from_any_folder(tmp_path, data_dir):
-    done = run_cli(tmp_path, "model=ebgan_pt", "arch.sizeG=32", "arch.sizeD=16", "trainer.max_epochs=1",
-                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.val_size=64",
-                   env_extra={"DATA_DIR": data_dir})
+    done = run_cli(
+        tmp_path,
+        "model=ebgan_pt",
+        "arch.sizeG=32",
+        "arch.sizeD=16",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "data.val_size=64",
+        env_extra={"DATA_DIR": data_dir},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["status"] == "completed"

@@ -12,16 +12,28 @@ from src.sampling import generate, requested_labels
 
 
 class GenerativeMetrics(Callback):
-    """Logs ``val/is``, ``val/is_std``, ``val/fid``, ``val/kid``, ``val/kid_std``, ``val/modes_covered`` and
-    ``val/max_class_share`` after every ``every_n_epochs``-th training epoch and the last one; the real set
-    is the first ``n_real`` images of the test split. A class-conditional model is asked for every class
-    equally and also gets ``val/class_match`` (the share of samples the classifier assigns to the requested
-    class) and ``val/class_match_<c>`` per class."""
+    """Logs ``val/is``, ``val/is_std``, ``val/fid``, ``val/kid``, ``val/kid_std``,
+    ``val/modes_covered`` and ``val/max_class_share`` after every ``every_n_epochs``-th training
+    epoch and the last one; the real set is the first ``n_real`` images of the test split. A
+    class-conditional model is asked for every class equally and also gets ``val/class_match`` (the
+    share of samples the classifier assigns to the requested class), and per class
+    ``val/class_match_<c>``."""
 
-    def __init__(self, dataset: str, every_n_epochs: int = 1, n_samples: int = 10000, n_real: int = 10000,
-                 kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):
+    def __init__(
+        self,
+        dataset: str,
+        every_n_epochs: int = 1,
+        n_samples: int = 10000,
+        n_real: int = 10000,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        seed: int = 0,
+    ):
         if every_n_epochs < 1 or n_samples < 2 or n_real < 2:
-            raise ValueError("callbacks.generative_metrics: every_n_epochs >= 1, n_samples >= 2 and n_real >= 2 needed")
+            raise ValueError(
+                "callbacks.generative_metrics: every_n_epochs >= 1, n_samples >= 2 and n_real >= 2 "
+                "needed"
+            )
         self.dataset = dataset
         self.every_n_epochs = every_n_epochs
         self.n_samples = n_samples
@@ -32,11 +44,17 @@ class GenerativeMetrics(Callback):
         self.scores: GenerativeScores | None = None
 
     def _scores(self, trainer, pl_module) -> GenerativeScores:
-        """Built on first use, on the module's device; the real features are computed once per fit."""
+        """Built on first use, on the module's device; real features are computed once per fit."""
         if self.scores is None or self.scores.device != pl_module.device:
             real = trainer.datamodule.splits["test"][0][: self.n_real]
-            self.scores = GenerativeScores(self.dataset, real, pl_module.device, kid_subsets=self.kid_subsets,
-                                           kid_subset_size=self.kid_subset_size, seed=self.seed)
+            self.scores = GenerativeScores(
+                self.dataset,
+                real,
+                pl_module.device,
+                kid_subsets=self.kid_subsets,
+                kid_subset_size=self.kid_subset_size,
+                seed=self.seed,
+            )
         return self.scores
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -46,8 +64,8 @@ class GenerativeMetrics(Callback):
         started = time.perf_counter()
         requested = requested_labels(pl_module, self.n_samples)
         device = pl_module.device
-        # building the classifier draws initial weights from the global RNG: forked, so that scoring (and
-        # how often it runs) never changes the latents and weights of the training that follows
+        # building the classifier draws initial weights from the global RNG: forked, so that scoring
+        # (and how often it runs) never changes the latents and weights of the training that follows
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             images = generate(pl_module, self.n_samples, seed=self.seed, labels=requested)
             result = self._scores(trainer, pl_module).score(images, requested_labels=requested)

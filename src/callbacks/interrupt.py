@@ -1,4 +1,4 @@
-"""Saves last.ckpt when a run is interrupted (Ctrl-C, or SIGTERM, which src/runs/training.py turns into Ctrl-C)."""
+"""Saves last.ckpt when a run is interrupted (Ctrl-C, or SIGTERM, turned into Ctrl-C)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointOnInterrupt(Callback):
-    """On KeyboardInterrupt only: a diverged or crashed run must never overwrite its last good checkpoint."""
+    """On KeyboardInterrupt only: a diverged or crashed run never overwrites its last good one."""
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt"):
         self.path = Path(dirpath) / filename
@@ -20,4 +20,8 @@ class CheckpointOnInterrupt(Callback):
         if isinstance(exception, KeyboardInterrupt):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             trainer.save_checkpoint(self.path)
-            log.warning("interrupted: checkpoint saved to %s (resume with ckpt_path=%s)", self.path, self.path)
+            log.warning(
+                "interrupted: checkpoint saved to %s (resume with ckpt_path=%s)",
+                self.path,
+                self.path,
+            )

@@ -12,9 +12,9 @@ from src.sampling import image_grid, render, requested_labels
 
 
 class SampleGrid(Callback):
-    """Writes ``<dirpath>/epoch_XXX.png`` (and ``last.png``) from the same latents every epoch, so grids
-    from one run are comparable frame by frame; hands the grid to loggers that take images (W&B). For a
-    class-conditional model each column is one class (n_samples rounded up to whole rows)."""
+    """Writes ``<dirpath>/epoch_XXX.png`` (and ``last.png``) from the same latents every epoch, so
+    grids from one run are comparable frame by frame; hands the grid to loggers that take images
+    (W&B). For a class-conditional model each column is one class (n_samples rounded up to rows)."""
 
     def __init__(self, dirpath: str, n_samples: int = 64, every_n_epochs: int = 1, seed: int = 0):
         if n_samples < 1 or every_n_epochs < 1:
@@ -28,7 +28,9 @@ class SampleGrid(Callback):
         self.columns = int(n_samples**0.5)
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        seeded = torch.Generator().manual_seed(self.seed)  # on the CPU: the same latents on every device
+        seeded = torch.Generator().manual_seed(
+            self.seed
+        )  # on the CPU: the same latents on every device
         n = self.n_samples
         if pl_module.num_classes:  # one column per class, so each column shows one requested class
             self.columns = pl_module.num_classes

@@ -1,4 +1,4 @@
-"""In-memory LightningDataModule for the IDX image datasets: uint8 storage, batches as index slices."""
+"""In-memory LightningDataModule for the IDX datasets: uint8 storage, batches as index slices."""
 
 from __future__ import annotations
 
@@ -19,15 +19,23 @@ class InMemoryBatches:
     Scaling happens per batch, so a whole split costs 1 byte per pixel; no per-sample Python work.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,
-                 drop_last: bool, seed: int = 0, epoch_fn=None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        epoch_fn=None,
+    ):
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
-        # the shuffle of epoch e depends only on (seed, e): a resumed run sees the same batches as a straight one
+        # epoch e's shuffle depends only on (seed, e): a resumed run sees a straight run's batches
         self.epoch_fn = epoch_fn
         self.epochs_iterated = 0
 
@@ -41,7 +49,9 @@ class InMemoryBatches:
         self.epochs_iterated += 1
         order = None
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            )
         for i in range(len(self)):
             if order is None:
                 chunk = slice(i * self.batch_size, (i + 1) * self.batch_size)
@@ -56,7 +66,7 @@ def to_signed_unit(images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def resize_uint8(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """[N, H, W] uint8 -> [N, 1, S, S] uint8: zero-pad 28->32 (the conv nets' size), resample otherwise."""
+    """[N, H, W] -> [N, 1, S, S] uint8: zero-pad 28->32 (the conv nets' size), else resample."""
     images = images.unsqueeze(1)
     size = images.shape[-1]
     if image_size == size:
@@ -64,16 +74,26 @@ def resize_uint8(images: torch.Tensor, image_size: int) -> torch.Tensor:
     if image_size > size and (image_size - size) % 2 == 0 and image_size - size <= 4:
         pad = (image_size - size) // 2
         return F.pad(images, (pad, pad, pad, pad)).contiguous()
-    resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", align_corners=False)
+    resized = F.interpolate(
+        images.float(), size=(image_size, image_size), mode="bilinear", align_corners=False
+    )
     return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
 class ImageDataModule(LightningDataModule):
-    """MNIST / Fashion-MNIST held in memory as uint8; a seeded fixed train/val split; test kept for metrics."""
+    """MNIST / Fashion-MNIST in memory as uint8; a seeded train/val split; test kept for metrics."""
 
-    def __init__(self, dataset: str = "mnist", data_dir: str = "data", batch_size: int = 64,
-                 val_size: int = 5000, image_size: int = NATIVE_SIZE, split_seed: int = 12345,
-                 download: bool = True, num_classes: int = 10):
+    def __init__(
+        self,
+        dataset: str = "mnist",
+        data_dir: str = "data",
+        batch_size: int = 64,
+        val_size: int = 5000,
+        image_size: int = NATIVE_SIZE,
+        split_seed: int = 12345,
+        download: bool = True,
+        num_classes: int = 10,
+    ):
         super().__init__()
         if batch_size < 2:  # batch norm in training and the pulling-away term need at least a pair
             raise ValueError(f"data.batch_size must be >= 2, got {batch_size}")
@@ -97,8 +117,8 @@ class ImageDataModule(LightningDataModule):
         return (1, self.image_size, self.image_size)
 
     def prepare_data(self) -> None:
-        # Downloads (if needed) and verifies; src/runs/training.py calls it before fit so that data errors
-        # surface as one clear line before anything is trained (Lightning's own call is then a no-op).
+        # Downloads (if needed) and verifies. src/runs/training.py calls it before fit: data errors
+        # are one clear line before anything is trained (Lightning's own call is then a no-op).
         if not self.prepared:
             load_split(self.dataset, self.data_dir, "test", self.allow_download)
             self.prepared = True
@@ -108,15 +128,23 @@ class ImageDataModule(LightningDataModule):
             return
         images, labels = load_split(self.dataset, self.data_dir, "train", self.allow_download)
         images = resize_uint8(images, self.image_size)
-        order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(self.split_seed))
+        order = torch.randperm(
+            images.shape[0], generator=torch.Generator().manual_seed(self.split_seed)
+        )
         val_idx, train_idx = order[: self.val_size], order[self.val_size :]
         self.splits["train"] = (images[train_idx].contiguous(), labels[train_idx].contiguous())
         self.splits["val"] = (images[val_idx].contiguous(), labels[val_idx].contiguous())
-        test_images, test_labels = load_split(self.dataset, self.data_dir, "test", self.allow_download)
+        test_images, test_labels = load_split(
+            self.dataset, self.data_dir, "test", self.allow_download
+        )
         self.splits["test"] = (resize_uint8(test_images, self.image_size), test_labels)
         top_label = int(max(labels.max(), test_labels.max()))
-        if top_label >= self.num_classes:  # conditional nets one-hot encode labels into num_classes slots
-            raise ValueError(f"data.num_classes={self.num_classes}, but {self.dataset} has label {top_label}")
+        if (
+            top_label >= self.num_classes
+        ):  # conditional nets one-hot encode labels into num_classes slots
+            raise ValueError(
+                f"data.num_classes={self.num_classes}, but {self.dataset} has label {top_label}"
+            )
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -125,8 +153,15 @@ class ImageDataModule(LightningDataModule):
         images, labels = self.splits["train"]
         # Lightning's own rule for its samplers: no shuffling under overfit_batches (debug=overfit)
         shuffle = not (self.trainer is not None and self.trainer.overfit_batches)
-        return InMemoryBatches(images, labels, self.batch_size, shuffle=shuffle, drop_last=True,
-                               seed=self.split_seed + 1, epoch_fn=self._current_epoch)
+        return InMemoryBatches(
+            images,
+            labels,
+            self.batch_size,
+            shuffle=shuffle,
+            drop_last=True,
+            seed=self.split_seed + 1,
+            epoch_fn=self._current_epoch,
+        )
 
     def val_dataloader(self) -> InMemoryBatches:
         images, labels = self.splits["val"]

@@ -83,17 +83,20 @@ def locate_raw_dir(spec: DatasetSpec, root: str | os.PathLike) -> Path | None:
 
 
 def read_idx(path: Path, expected_md5: str | None) -> torch.Tensor:
-    """Decode one IDX file (optionally gzip'ed) into a uint8 tensor, verifying the uncompressed md5."""
+    """Decode one IDX file (gzip'ed or not) into a uint8 tensor, checking the uncompressed md5."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DatasetError(f"{path}: cannot be read or decompressed ({err}); delete it and retry.") from err
+        raise DatasetError(
+            f"{path}: cannot be read or decompressed ({err}); delete it and retry."
+        ) from err
     if expected_md5 is not None:
         digest = hashlib.md5(raw).hexdigest()
         if digest != expected_md5:
             raise DatasetError(
                 f"{path}: checksum mismatch (md5 of the uncompressed bytes is {digest}, expected "
-                f"{expected_md5}); the file is truncated, corrupted or not the standard one. Delete it and retry."
+                f"{expected_md5}); the file is truncated, corrupted or not the standard one. "
+                "Delete it and retry."
             )
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DatasetError(f"{path}: not an unsigned-byte IDX file (bad magic number).")
@@ -101,12 +104,14 @@ def read_idx(path: Path, expected_md5: str | None) -> torch.Tensor:
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(raw) != header + int(np.prod(shape)):
-        raise DatasetError(f"{path}: size {len(raw)} bytes does not match its header shape {shape}.")
+        raise DatasetError(
+            f"{path}: size {len(raw)} bytes does not match its header shape {shape}."
+        )
     return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy())
 
 
 def download(spec: DatasetSpec, raw_dir: Path, timeout: float = 20.0) -> None:
-    """Fetch the four .gz files from the first mirror that answers; partial files never stay behind."""
+    """Fetch the four .gz files from the first mirror that answers; no partial file stays."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     for name in spec.md5:
         target = raw_dir / f"{name}.gz"
@@ -116,10 +121,12 @@ def download(spec: DatasetSpec, raw_dir: Path, timeout: float = 20.0) -> None:
         for mirror in spec.mirrors:
             partial = None
             try:
-                with urllib.request.urlopen(mirror + target.name, timeout=timeout) as response:
-                    with tempfile.NamedTemporaryFile(dir=raw_dir, suffix=".part", delete=False) as tmp:
-                        partial = tmp.name
-                        shutil.copyfileobj(response, tmp)
+                with (
+                    urllib.request.urlopen(mirror + target.name, timeout=timeout) as response,
+                    tempfile.NamedTemporaryFile(dir=raw_dir, suffix=".part", delete=False) as tmp,
+                ):
+                    partial = tmp.name
+                    shutil.copyfileobj(response, tmp)
                 os.replace(partial, target)
                 break
             except Exception as err:  # any network failure means: try the next mirror
@@ -131,7 +138,7 @@ def download(spec: DatasetSpec, raw_dir: Path, timeout: float = 20.0) -> None:
 
 
 def load_split(dataset: str, root: str | os.PathLike, split: str, allow_download: bool = True):
-    """(images uint8 [N, H, W], labels int64 [N]) of one split, downloading it if needed and allowed."""
+    """(images uint8 [N, H, W], labels int64 [N]) of one split, downloaded if needed and allowed."""
     if dataset not in DATASETS:
         raise DatasetError(f"unknown dataset {dataset!r}; allowed: {sorted(DATASETS)}")
     spec = DATASETS[dataset]
@@ -148,13 +155,18 @@ def load_split(dataset: str, root: str | os.PathLike, split: str, allow_download
         if raw_dir is None:
             names = ", ".join(f"{n}[.gz]" for n in spec.md5)
             raise DatasetError(
-                f"{spec.name} not found in {expected} and {reason}. Put the four files {names} there, "
-                f"or point the DATA_DIR environment variable (config key paths.data_dir) at a folder "
+                f"{spec.name} not found in {expected} and {reason}. Put the four files {names} "
+                "there, "
+                "or point the DATA_DIR environment variable (config key paths.data_dir) at a "
+                "folder "
                 f"holding {spec.folder}/raw/."
             )
     images_name, labels_name = SPLIT_FILES[split]
     images = read_idx(_find(raw_dir, images_name), spec.md5[images_name])
     labels = read_idx(_find(raw_dir, labels_name), spec.md5[labels_name]).long()
     if images.shape[0] != labels.shape[0]:
-        raise DatasetError(f"{raw_dir}: {images.shape[0]} images but {labels.shape[0]} labels in the {split} split.")
+        raise DatasetError(
+            f"{raw_dir}: {images.shape[0]} images but {labels.shape[0]} labels in the {split} "
+            "split."
+        )
     return images, labels

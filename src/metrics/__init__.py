@@ -1,1 +1,1 @@
-"""The pinned classifier and the IS / FID / KID / mode-coverage scores built on it (via torchmetrics)."""
+"""The pinned classifier and the IS / FID / KID / mode-coverage scores built on it."""

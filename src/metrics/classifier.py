@@ -1,4 +1,4 @@
-"""The project's pinned digit classifier: the feature extractor of IS / FID / KID on MNIST-like data.
+"""The pinned digit classifier: the feature extractor of IS / FID / KID on MNIST-like data.
 
 The EBGAN paper scored its MNIST grid with a digit classifier instead of Inception; so do we. The
 weights are a small committed file whose sha256 is checked at load (``weights/manifest.json``), so
@@ -27,10 +27,10 @@ class ClassifierError(RuntimeError):
 
 
 class DigitClassifier(nn.Module):
-    """28x28 grey image in [-1, 1] -> 10 logits; ``features`` is the 128-d penultimate layer (FID/KID).
+    """28x28 grey image in [-1, 1] -> 10 logits; ``features``: the 128-d penultimate layer.
 
-    Three 3x3 conv stages (32, 64, 128 channels, batch norm, ReLU, 2x2 max-pool) and two linear layers:
-    ~15 MFLOP an image, so 10 000 samples are scored in about a second on a 2-core CPU.
+    Three 3x3 conv stages (32, 64, 128 channels, batch norm, ReLU, 2x2 max-pool) and two linear
+    layers: ~15 MFLOP an image, so 10 000 samples are scored in about a second on a 2-core CPU.
     """
 
     def __init__(self, num_classes: int = 10):
@@ -38,11 +38,19 @@ class DigitClassifier(nn.Module):
         self.feature_scale = 1.0  # set from the manifest at load (see load_classifier)
 
         def stage(cin, cout):
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                    nn.MaxPool2d(2)]
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
 
-        self.conv = nn.Sequential(*stage(1, 32), *stage(32, 64), *stage(64, 128))  # 28 -> 14 -> 7 -> 3
-        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(128 * 3 * 3, NUM_FEATURES), nn.ReLU(inplace=True))
+        self.conv = nn.Sequential(
+            *stage(1, 32), *stage(32, 64), *stage(64, 128)
+        )  # 28 -> 14 -> 7 -> 3
+        self.embed = nn.Sequential(
+            nn.Flatten(), nn.Linear(128 * 3 * 3, NUM_FEATURES), nn.ReLU(inplace=True)
+        )
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(NUM_FEATURES, num_classes)
 
@@ -64,8 +72,8 @@ class DigitClassifier(nn.Module):
 def to_classifier_input(images: torch.Tensor) -> torch.Tensor:
     """Any generator output or dataset batch -> float [-1, 1] at 28x28, one channel.
 
-    uint8 images (0-255) are rescaled here, not cast: torchmetrics passes custom extractors whatever it
-    is given when ``normalize=False``, so scores never depend on a uint8 round trip.
+    uint8 images (0-255) are rescaled here, not cast: torchmetrics passes custom extractors whatever
+    it is given when ``normalize=False``, so scores never depend on a uint8 round trip.
     """
     if images.dtype == torch.uint8:
         images = images.float().mul(2.0 / 255.0).sub(1.0)
@@ -78,7 +86,9 @@ def to_classifier_input(images: torch.Tensor) -> torch.Tensor:
     if size == INPUT_SIZE + 4:  # the conv nets' zero-padded 32 px -> crop the centre back to 28
         return images[..., 2:-2, 2:-2]
     if size != INPUT_SIZE:
-        return F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        return F.interpolate(
+            images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False
+        )
     return images
 
 
@@ -93,24 +103,30 @@ def read_manifest() -> dict:
 def load_classifier(dataset: str, device: torch.device | str = "cpu") -> DigitClassifier:
     """The pinned classifier for ``dataset`` in eval mode, after checking its file's sha256.
 
-    ``feature_scale`` (from the manifest) divides the penultimate features so that they have unit RMS on
-    the real test split: KID's polynomial kernel (gamma = 1/d) and FID then sit on the scale they were
-    designed for, whatever the magnitude of this network's activations.
+    ``feature_scale`` (from the manifest) divides the penultimate features so that they have unit
+    RMS on the real test split: KID's polynomial kernel (gamma = 1/d) and FID then sit on the scale
+    they were designed for, whatever the magnitude of this network's activations.
     """
     entry = read_manifest().get(dataset)
     if entry is None:
         raise ClassifierError(
-            f"no pinned classifier for dataset {dataset!r} in {MANIFEST} (have: {sorted(read_manifest())}); "
+            f"no pinned classifier for dataset {dataset!r} in {MANIFEST} (have: "
+            f"{sorted(read_manifest())}); "
             f"train one with: python src/train_classifier.py data={dataset}"
         )
     path = WEIGHTS_DIR / entry["file"]
     if not path.is_file():
-        raise ClassifierError(f"{path} is missing; restore it from git or run python src/train_classifier.py data={dataset}")
+        raise ClassifierError(
+            f"{path} is missing; restore it from git or run python src/train_classifier.py "
+            f"data={dataset}"
+        )
     digest = sha256_of(path)
     if digest != entry["sha256"]:
         raise ClassifierError(
-            f"{path}: sha256 {digest} differs from the pinned {entry['sha256']} in {MANIFEST}; scores would not be "
-            f"comparable. Restore the file from git, or retrain with python src/train_classifier.py data={dataset}"
+            f"{path}: sha256 {digest} differs from the pinned {entry['sha256']} in {MANIFEST}; "
+            "scores would not be "
+            "comparable. Restore the file from git, or retrain with python "
+            f"src/train_classifier.py data={dataset}"
         )
     model = DigitClassifier()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

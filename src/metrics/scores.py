@@ -1,9 +1,9 @@
-"""IS, FID, KID and mode coverage of generated images, computed by torchmetrics on the pinned classifier.
+"""IS, FID, KID and mode coverage of generated images: torchmetrics on the pinned classifier.
 
-The classifier's conv trunk runs once per image; its 128-d penultimate activations (scaled to unit RMS
-on real data) are what FID and KID compare (``feature=`` an identity module) and what the inception
-score's ``feature=`` module (the classifier's last linear layer) turns into class logits. One forward
-pass serves all three scores.
+The classifier's conv trunk runs once per image; its 128-d penultimate activations (scaled to unit
+RMS on real data) are what FID and KID compare (``feature=`` an identity module) and what the
+inception score's ``feature=`` module (the classifier's last linear layer) turns into class logits.
+One forward pass serves all three scores.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelI
 
 from src.metrics.classifier import NUM_FEATURES, load_classifier, to_classifier_input
 
-# a class "is covered" when it receives at least this share of the samples (a tenth of uniform's 10 %)
+# a class "is covered" when it gets at least this share of the samples (a tenth of uniform's 10 %)
 COVERAGE_THRESHOLD = 0.01
 
 
@@ -28,7 +28,7 @@ class PenultimateFeatures(nn.Module):
 
 
 class FeaturesToLogits(nn.Module):
-    """IS ``feature=`` module: the classifier's head on (unit-RMS) penultimate features -> class logits."""
+    """IS ``feature=`` module: the classifier's head on (unit-RMS) penultimate features."""
 
     def __init__(self, classifier):
         super().__init__()
@@ -45,18 +45,35 @@ class GenerativeScores:
     (32 px is centre-cropped, other sizes resampled to the classifier's 28 px).
     """
 
-    def __init__(self, dataset: str, real_images: torch.Tensor, device: torch.device | str = "cpu",
-                 is_splits: int = 10, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                 batch_size: int = 1000, seed: int = 0):
+    def __init__(
+        self,
+        dataset: str,
+        real_images: torch.Tensor,
+        device: torch.device | str = "cpu",
+        is_splits: int = 10,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        batch_size: int = 1000,
+        seed: int = 0,
+    ):
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.seed = seed
         self.classifier = load_classifier(dataset, self.device)
         self.kid_subset_size = kid_subset_size
-        self.inception = InceptionScore(feature=FeaturesToLogits(self.classifier), splits=is_splits, normalize=False)
-        self.fid = FrechetInceptionDistance(feature=PenultimateFeatures(), reset_real_features=False, normalize=False)
-        self.kid = KernelInceptionDistance(feature=PenultimateFeatures(), reset_real_features=False, normalize=False,
-                                           subsets=kid_subsets, subset_size=kid_subset_size)
+        self.inception = InceptionScore(
+            feature=FeaturesToLogits(self.classifier), splits=is_splits, normalize=False
+        )
+        self.fid = FrechetInceptionDistance(
+            feature=PenultimateFeatures(), reset_real_features=False, normalize=False
+        )
+        self.kid = KernelInceptionDistance(
+            feature=PenultimateFeatures(),
+            reset_real_features=False,
+            normalize=False,
+            subsets=kid_subsets,
+            subset_size=kid_subset_size,
+        )
         for metric in (self.inception, self.fid, self.kid):
             metric.to(self.device)
         self.num_real = real_images.shape[0]
@@ -72,10 +89,14 @@ class GenerativeScores:
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, requested_labels: torch.Tensor | None = None) -> dict:
-        """IS, FID, KID, mode coverage; with ``requested_labels`` (the classes a conditional G was asked
-        for) also ``class_match``, the share classified as requested, overall and per requested class."""
+        """IS, FID, KID, mode coverage; with ``requested_labels`` (the classes a conditional G was
+        asked for) also ``class_match``, the share classified as requested, overall and per
+        requested class."""
         if requested_labels is not None and requested_labels.shape != (images.shape[0],):
-            raise ValueError(f"requested_labels must have shape ({images.shape[0]},), got {tuple(requested_labels.shape)}")
+            raise ValueError(
+                f"requested_labels must have shape ({images.shape[0]},), got "
+                f"{tuple(requested_labels.shape)}"
+            )
         for metric in (self.inception, self.fid, self.kid):
             metric.reset()  # real features survive (reset_real_features=False)
         predicted = []
@@ -86,7 +107,9 @@ class GenerativeScores:
             predicted.append(self.classifier.logits_from_features(features).argmax(1))
         n = images.shape[0]
         self.kid.subset_size = min(self.kid_subset_size, n, self.num_real)
-        with torch.random.fork_rng(devices=[]):  # IS/KID draw random subsets: fixed, and training RNG untouched
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # IS/KID draw random subsets: fixed, and training RNG untouched
             torch.manual_seed(self.seed)
             is_mean, is_std = self.inception.compute()
             kid_mean, kid_std = self.kid.compute()
@@ -94,8 +117,11 @@ class GenerativeScores:
         predicted = torch.cat(predicted).cpu()
         share = torch.bincount(predicted, minlength=10).double() / n
         result = {
-            "is": is_mean.item(), "is_std": is_std.item(), "fid": fid.item(),
-            "kid": kid_mean.item(), "kid_std": kid_std.item(),
+            "is": is_mean.item(),
+            "is_std": is_std.item(),
+            "fid": fid.item(),
+            "kid": kid_mean.item(),
+            "kid_std": kid_std.item(),
             "modes_covered": int((share >= COVERAGE_THRESHOLD).sum()),
             "max_class_share": share.max().item(),
             "class_share": [round(s, 4) for s in share.tolist()],
@@ -105,11 +131,15 @@ class GenerativeScores:
         return result
 
 
-def class_match_scores(predicted: torch.Tensor, requested: torch.Tensor, num_classes: int = 10) -> dict:
-    """Share of samples classified as the class they were generated for: overall, and per requested class
-    (NaN for a class never requested)."""
+def class_match_scores(
+    predicted: torch.Tensor, requested: torch.Tensor, num_classes: int = 10
+) -> dict:
+    """Share of samples classified as the class they were generated for: overall, and per requested
+    class (NaN for a class never requested)."""
     hits = (predicted == requested).double()
     per_class = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, requested.long(), hits)
     asked = torch.bincount(requested.long(), minlength=num_classes).double()
-    return {"class_match": hits.mean().item(),
-            "class_match_per_class": [round(v, 4) for v in (per_class / asked).tolist()]}
+    return {
+        "class_match": hits.mean().item(),
+        "class_match_per_class": [round(v, 4) for v in (per_class / asked).tolist()],
+    }

@@ -1,4 +1,4 @@
-"""LightningModules, one per model; each composes nets (from ``arch``) and pure losses (``src.losses``)."""
+"""LightningModules, one per model; each composes nets (``arch``) and pure losses (src.losses)."""
 
 from src.models.base import AdversarialModel, DivergenceError
 from src.models.began import BEGAN
@@ -9,4 +9,14 @@ from src.utils.runtime import skip_failing_nvml_probe
 
 skip_failing_nvml_probe()  # after Lightning's import, which sets the NVML check (see its docstring)
 
-__all__ = ["AdversarialModel", "BEGAN", "CGAN", "DivergenceError", "EBGAN", "EBGANPT", "GAN", "WGAN", "WGANGP"]
+__all__ = [
+    "AdversarialModel",
+    "BEGAN",
+    "CGAN",
+    "DivergenceError",
+    "EBGAN",
+    "EBGANPT",
+    "GAN",
+    "WGAN",
+    "WGANGP",
+]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 from lightning import LightningModule
@@ -13,12 +13,14 @@ from src.nets.batch_norm import batch_statistics
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
-VALIDATION_SEED = 1_000_003  # validation batch i draws its latents from a generator seeded with this + i
+VALIDATION_SEED = (
+    1_000_003  # validation batch i draws its latents from a generator seeded with this + i
+)
 
 
 @contextmanager
 def frozen(module: nn.Module):
-    """``requires_grad`` off for ``module``'s trainable parameters inside the block, restored after."""
+    """``requires_grad`` off for ``module``'s trainable parameters in the block, restored after."""
     params = [p for p in module.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
@@ -30,7 +32,7 @@ def frozen(module: nn.Module):
 
 
 class DivergenceError(RuntimeError):
-    """A loss became NaN/inf; raised (not logged) so no checkpoint with broken weights is written."""
+    """A loss became NaN/inf; raised (not logged): no checkpoint with broken weights is written."""
 
     def __init__(self, loss_name: str, batch: int, epoch: int):
         super().__init__(f"non-finite {loss_name} at training batch {batch} (epoch {epoch})")
@@ -42,15 +44,17 @@ class DivergenceError(RuntimeError):
 class AdversarialModel(LightningModule):
     """Base class of every model: subclasses supply the two losses and declare what they need.
 
-    Every training batch is one discriminator update (its own real batch and fresh z, as in Goodfellow et
-    al. 2014 Alg. 1 and Arjovsky et al. 2017 Alg. 1); every ``d_steps_per_g_step``-th batch (k, n_critic)
-    is followed by one generator update on that batch's fake images, each as zero_grad -> manual_backward
-    -> step. G runs forward once per batch. D's loss sees the fake batch detached, so G gets no gradients
-    in a D step; D's parameters are frozen (``requires_grad`` off) during the G step, so D gets none in
-    it. This is what Lightning's toggle_optimizer / untoggle_optimizer do, at a fraction of their cost.
+    Every training batch is one discriminator update (its own real batch and fresh z, as in
+    Goodfellow et al. 2014 Alg. 1 and Arjovsky et al. 2017 Alg. 1); every ``d_steps_per_g_step``-th
+    batch (k, n_critic) is followed by one generator update on that batch's fake images, each as
+    zero_grad -> manual_backward -> step. G runs forward once per batch. D's loss sees the fake
+    batch detached, so G gets no gradients in a D step; D's parameters are frozen (``requires_grad``
+    off) during the G step, so D gets none in it. This is what Lightning's
+    toggle_optimizer / untoggle_optimizer do, at a fraction of their cost.
 
-    Class-conditional models set ``num_classes`` > 0: the batch's labels then condition both nets (the
-    fakes of a batch are drawn for the labels of its real images) and reach the losses as ``labels``.
+    Class-conditional models set ``num_classes`` > 0: the batch's labels then condition both nets
+    (the fakes of a batch are drawn for the labels of its real images) and reach the losses as
+    ``labels``.
     """
 
     #: key of ``arch.discriminators`` this model trains: "classifier", "critic" or "autoencoder"
@@ -60,16 +64,30 @@ class AdversarialModel(LightningModule):
     #: > 0 for class-conditional models: G and D then take the labels as a second input
     num_classes: int = 0
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: OptimizerFactory,
-                 optimizer_d: OptimizerFactory, d_steps_per_g_step: int = 1, latent_distribution: str = "normal",
-                 check_finite_every_n_steps: int = 10, compile: bool = False, run_config: dict | None = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        d_steps_per_g_step: int = 1,
+        latent_distribution: str = "normal",
+        check_finite_every_n_steps: int = 10,
+        compile: bool = False,
+        run_config: dict | None = None,
+    ):
         super().__init__()
         if d_steps_per_g_step < 1:
             raise ValueError(f"model.d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
         if latent_distribution not in LATENT_DISTRIBUTIONS:
-            raise ValueError(f"model.latent_distribution must be one of {LATENT_DISTRIBUTIONS}, got {latent_distribution!r}")
+            raise ValueError(
+                f"model.latent_distribution must be one of {LATENT_DISTRIBUTIONS}, got "
+                f"{latent_distribution!r}"
+            )
         if check_finite_every_n_steps < 1:
-            raise ValueError(f"model.check_finite_every_n_steps must be >= 1, got {check_finite_every_n_steps}")
+            raise ValueError(
+                f"model.check_finite_every_n_steps must be >= 1, got {check_finite_every_n_steps}"
+            )
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
@@ -78,20 +96,26 @@ class AdversarialModel(LightningModule):
         self.d_steps_per_g_step = d_steps_per_g_step
         self.latent_distribution = latent_distribution
         self.check_finite_every_n_steps = check_finite_every_n_steps
-        self.train_batches_seen = 0  # this process's count, for log/check intervals (never global_step)
+        self.train_batches_seen = (
+            0  # this process's count, for log/check intervals (never global_step)
+        )
         self._last_generator_logs: dict = {}  # logged on batches without a G step too
         self.compile_nets = bool(compile)  # opt-in: torch.compile G and D for training (see setup)
-        # the run's resolved config, saved in every checkpoint: evaluate.py / sample.py rebuild the model from it
+        # the run's resolved config, saved in every checkpoint: evaluate.py / sample.py rebuild the
+        # model from it
         self.run_config = run_config
 
     # ----------------------------------------------------------------- to be supplied by subclasses
-    def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor,
-                           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """(D loss, detached values to log) for one real and one (detached) fake batch; ``labels`` are the
-        batch's class labels for class-conditional models, None otherwise."""
+    def discriminator_loss(
+        self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        """(D loss, detached values to log) for one real and one (detached) fake batch; ``labels``
+        are the batch's class labels for class-conditional models, None otherwise."""
         raise NotImplementedError
 
-    def generator_loss(self, fake: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    def generator_loss(
+        self, fake: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """(G loss, detached values to log) for a fake batch that carries G's graph."""
         raise NotImplementedError
 
@@ -103,20 +127,27 @@ class AdversarialModel(LightningModule):
     def latent_dim(self) -> int:
         return self.generator.latent_dim
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    def sample_latent(
+        self, n: int, generator: torch.Generator | None = None, device=None
+    ) -> torch.Tensor:
         shape, device = (n, self.latent_dim), self.device if device is None else device
         if self.latent_distribution == "uniform":  # BEGAN: z ~ U[-1, 1]^Nz
             return torch.rand(shape, device=device, generator=generator).mul_(2).sub_(1)
         return torch.randn(shape, device=device, generator=generator)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """G(z), or G(z, y) for a class-conditional model (``labels``: class indices or [N, C] label vectors)."""
+        """G(z), or G(z, y) if class-conditional (``labels``: indices or [N, C] label vectors)."""
         if self.num_classes:
             if labels is None:
-                raise ValueError(f"{type(self).__name__} is class-conditional: pass labels (0..{self.num_classes - 1})")
+                raise ValueError(
+                    f"{type(self).__name__} is class-conditional: pass labels "
+                    f"(0..{self.num_classes - 1})"
+                )
             return self.generator(z, labels)
         if labels is not None:
-            raise ValueError(f"{type(self).__name__} is not class-conditional; labels cannot be given")
+            raise ValueError(
+                f"{type(self).__name__} is not class-conditional; labels cannot be given"
+            )
         return self.generator(z)
 
     def discriminate(self, images: torch.Tensor, labels: torch.Tensor | None = None):
@@ -124,32 +155,40 @@ class AdversarialModel(LightningModule):
         return self.discriminator(images) if labels is None else self.discriminator(images, labels)
 
     def batch_labels(self, batch) -> torch.Tensor | None:
-        """The labels that condition this batch: the real images' labels, or None when unconditional."""
+        """The labels that condition this batch: the real images', or None when unconditional."""
         return batch[1] if self.num_classes else None
 
     def setup(self, stage: str) -> None:
-        # nn.Module.compile compiles in place: parameter names, checkpoints and optimisers are unchanged
+        # nn.Module.compile compiles in place: parameter names, checkpoints, optimisers unchanged
         if stage == "fit" and self.compile_nets:
             self.generator.compile()
             self.discriminator.compile()
 
     def configure_optimizers(self):
-        return [self.optimizer_g_factory(self.generator.parameters()),
-                self.optimizer_d_factory(self.discriminator.parameters())]
+        return [
+            self.optimizer_g_factory(self.generator.parameters()),
+            self.optimizer_d_factory(self.discriminator.parameters()),
+        ]
 
     def training_step(self, batch, batch_idx: int) -> None:
         real, labels = batch[0], self.batch_labels(batch)
         optimizer_g, optimizer_d = self.optimizers()
         self.train_batches_seen += 1
-        # every n-th batch, and always the epoch's last one: no NaN weights ever reach an epoch-end checkpoint
-        check = (self.train_batches_seen % self.check_finite_every_n_steps == 0
-                 or batch_idx + 1 >= self.trainer.num_training_batches)
+        # every n-th batch and always the epoch's last: no NaN weights reach an epoch-end checkpoint
+        check = (
+            self.train_batches_seen % self.check_finite_every_n_steps == 0
+            or batch_idx + 1 >= self.trainer.num_training_batches
+        )
         # the batch index, not a process counter: a resumed epoch keeps the same G-step batches
         generator_steps = (batch_idx + 1) % self.d_steps_per_g_step == 0
 
-        with torch.set_grad_enabled(generator_steps):  # G's graph is kept only when the G step will use it
+        with torch.set_grad_enabled(
+            generator_steps
+        ):  # G's graph is kept only when the G step will use it
             fake = self(self.sample_latent(real.shape[0]), labels)
-        loss_d, logs_d = self.discriminator_loss(real, fake.detach(), labels)  # detached: no grads reach G
+        loss_d, logs_d = self.discriminator_loss(
+            real, fake.detach(), labels
+        )  # detached: no grads reach G
         self._update(optimizer_d, loss_d, "discriminator loss", check)
         self.after_discriminator_step(logs_d)
 
@@ -159,13 +198,21 @@ class AdversarialModel(LightningModule):
                 self._update(optimizer_g, loss_g, "generator loss", check)
 
         if self._is_log_step():
-            logs = {**logs_d, **self._last_generator_logs,
-                    "lr_g": optimizer_g.param_groups[0]["lr"], "lr_d": optimizer_d.param_groups[0]["lr"]}
-            self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False,
-                          prog_bar=False)
+            logs = {
+                **logs_d,
+                **self._last_generator_logs,
+                "lr_g": optimizer_g.param_groups[0]["lr"],
+                "lr_d": optimizer_d.param_groups[0]["lr"],
+            }
+            self.log_dict(
+                {f"train/{k}": v for k, v in logs.items()},
+                on_step=True,
+                on_epoch=False,
+                prog_bar=False,
+            )
 
     def _update(self, optimizer, loss: torch.Tensor, name: str, check_finite: bool) -> None:
-        """zero_grad -> manual_backward -> step, refusing a non-finite loss before it reaches the weights."""
+        """zero_grad -> manual_backward -> step; a non-finite loss is refused before the step."""
         if check_finite:
             self._raise_if_not_finite(loss, name)
         optimizer.zero_grad(set_to_none=True)
@@ -173,10 +220,12 @@ class AdversarialModel(LightningModule):
         optimizer.step()
 
     def _is_log_step(self) -> bool:
-        # self.log on every step costs more than a small MLP step; log on the trainer's interval only.
+        # self.log on every step costs more than a small MLP step: only on the trainer's interval
         if self._trainer is None:  # outside a Trainer (benchmarks, notebooks) nothing is logged
             return False
-        return self.train_batches_seen % max(self.trainer.log_every_n_steps, 1) == 0  # when Lightning writes logs
+        return (
+            self.train_batches_seen % max(self.trainer.log_every_n_steps, 1) == 0
+        )  # when Lightning writes logs
 
     def _raise_if_not_finite(self, loss: torch.Tensor, name: str) -> None:
         if not torch.isfinite(loss.detach()).all():
@@ -185,30 +234,46 @@ class AdversarialModel(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
-        # latents and dropout draw from the global RNGs: saved so a resumed run continues the same streams
-        checkpoint["rng_state"] = {"torch": torch.get_rng_state(),
-                                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        # latents and dropout draw from the global RNGs: saved, so a resumed run continues them
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("rng_state")
         if state is not None:
             torch.set_rng_state(state["torch"])
-            if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            if (
+                state["cuda"]
+                and torch.cuda.is_available()
+                and len(state["cuda"]) == torch.cuda.device_count()
+            ):
                 torch.cuda.set_rng_state_all(state["cuda"])
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx: int) -> None:
         real, labels = batch[0], self.batch_labels(batch)
-        # latents seeded per batch: every epoch is validated on the same z, and validation never draws from
-        # the training RNG (how often it runs must not change the trained weights)
+        # latents seeded per batch: every epoch is validated on the same z, and validation never
+        # draws from the training RNG (how often it runs must not change the trained weights)
         seeded = torch.Generator(device=self.device).manual_seed(VALIDATION_SEED + batch_idx)
-        fake = self(self.sample_latent(real.shape[0], generator=seeded), labels)  # G in eval mode, as when sampling
-        with batch_statistics(self.discriminator):  # D as it is trained: real and fake normalised apart
+        fake = self(
+            self.sample_latent(real.shape[0], generator=seeded), labels
+        )  # G in eval mode, as when sampling
+        with batch_statistics(
+            self.discriminator
+        ):  # D as it is trained: real and fake normalised apart
             logs = self.validation_values(real, fake, labels)
-        self.log_dict({f"val/{k}": v for k, v in logs.items()}, on_step=False, on_epoch=True,
-                      batch_size=real.shape[0])
+        self.log_dict(
+            {f"val/{k}": v for k, v in logs.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=real.shape[0],
+        )
 
-    def validation_values(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        """Held-out diagnostics (no updates): by default the D loss and its parts on unseen real data."""
+    def validation_values(
+        self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> dict:
+        """Held-out diagnostics (no updates): by default D's loss and its parts on unseen data."""
         loss_d, logs = self.discriminator_loss(real, fake, labels)
         return logs

@@ -3,30 +3,47 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from src.losses import began_convergence, began_discriminator_loss, began_generator_loss, began_k_update
+from src.losses import (
+    began_convergence,
+    began_discriminator_loss,
+    began_generator_loss,
+    began_k_update,
+)
 from src.models.base import AdversarialModel
 
 
 class BEGAN(AdversarialModel):
-    """L_D = L(x) - k_t L(G(z)), L_G = L(G(z)), k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z))), 0, 1).
+    """Berthelot et al. 2017 Eq. 4: L_D = L(x) - k_t L(G(z)), L_G = L(G(z)),
+    k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z))), 0, 1).
 
-    L(v) = mean |v - D(v)| comes from the ``loss`` group (``energy_l1``). k_t and the learning-rate decay
-    state are buffers, so they are saved in checkpoints and restored on resume. The learning rates are
-    halved (``lr_decay_factor``, not below ``lr_min``) when the epoch mean of M_global has not improved
-    for ``lr_decay_patience`` epochs; the optimizers' param groups are edited in place.
+    L(v) = mean |v - D(v)| comes from the ``loss`` group (``energy_l1``). k_t and the learning-rate
+    decay state are buffers, so they are saved in checkpoints and restored on resume. The learning
+    rates are halved (``lr_decay_factor``, not below ``lr_min``) when the epoch mean of M_global has
+    not improved for ``lr_decay_patience`` epochs; the optimizers' param groups are edited in place.
     """
 
     discriminator_role = "autoencoder"
     loss_family = "energy"
 
-    def __init__(self, generator, discriminator, optimizer_g, optimizer_d,
-                 energy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], gamma: float = 0.5,
-                 lambda_k: float = 0.001, k_init: float = 0.0, lr_decay_factor: float = 0.5,
-                 lr_decay_patience: int = 2, lr_min: float = 1e-6, **loop_options):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        optimizer_g,
+        optimizer_d,
+        energy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        gamma: float = 0.5,
+        lambda_k: float = 0.001,
+        k_init: float = 0.0,
+        lr_decay_factor: float = 0.5,
+        lr_decay_patience: int = 2,
+        lr_min: float = 1e-6,
+        **loop_options,
+    ):
         super().__init__(generator, discriminator, optimizer_g, optimizer_d, **loop_options)
         if not 0 < gamma <= 1:
             raise ValueError(f"model.gamma must be in (0, 1], got {gamma}")
@@ -47,7 +64,9 @@ class BEGAN(AdversarialModel):
         self.register_buffer("k", torch.tensor(float(k_init)))
         self.register_buffer("best_convergence", torch.tensor(math.inf))
         self.register_buffer("epochs_without_improvement", torch.tensor(0))
-        self.register_buffer("convergence_sum", torch.tensor(0.0))  # this epoch's running sum of M_global
+        self.register_buffer(
+            "convergence_sum", torch.tensor(0.0)
+        )  # this epoch's running sum of M_global
         self.register_buffer("convergence_count", torch.tensor(0))
 
     def reconstruction_loss(self, images: torch.Tensor) -> torch.Tensor:
@@ -57,7 +76,11 @@ class BEGAN(AdversarialModel):
     def discriminator_loss(self, real, fake, labels=None):
         real_loss, fake_loss = self.reconstruction_loss(real), self.reconstruction_loss(fake)
         loss = began_discriminator_loss(real_loss, fake_loss, self.k)
-        return loss, {"loss_d": loss.detach(), "loss_real": real_loss.detach(), "loss_fake": fake_loss.detach()}
+        return loss, {
+            "loss_d": loss.detach(),
+            "loss_real": real_loss.detach(),
+            "loss_fake": fake_loss.detach(),
+        }
 
     def after_discriminator_step(self, logs: dict) -> None:
         real_loss, fake_loss = logs["loss_real"], logs["loss_fake"]
@@ -74,8 +97,11 @@ class BEGAN(AdversarialModel):
 
     def validation_values(self, real, fake, labels=None):
         real_loss, fake_loss = self.reconstruction_loss(real), self.reconstruction_loss(fake)
-        return {"loss_real": real_loss, "loss_fake": fake_loss,
-                "convergence": began_convergence(real_loss, fake_loss, self.gamma)}
+        return {
+            "loss_real": real_loss,
+            "loss_fake": fake_loss,
+            "convergence": began_convergence(real_loss, fake_loss, self.gamma),
+        }
 
     def on_train_epoch_end(self) -> None:
         if int(self.convergence_count) == 0:

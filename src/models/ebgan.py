@@ -3,7 +3,7 @@ reconstruction error, trained with a margin hinge."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -19,8 +19,16 @@ class EBGAN(AdversarialModel):
     discriminator_role = "autoencoder"
     loss_family = "energy"
 
-    def __init__(self, generator, discriminator, optimizer_g, optimizer_d, energy: EnergyFn,
-                 margin: float = 10.0, **loop_options):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        optimizer_g,
+        optimizer_d,
+        energy: EnergyFn,
+        margin: float = 10.0,
+        **loop_options,
+    ):
         super().__init__(generator, discriminator, optimizer_g, optimizer_d, **loop_options)
         if not margin > 0:
             raise ValueError(f"model.margin must be > 0, got {margin}")
@@ -48,7 +56,9 @@ class EBGAN(AdversarialModel):
         fake_energy, embedding = self.energies(fake)
         loss = ebgan_generator_loss(fake_energy)
         logs = {"loss_g": loss.detach()}
-        if self._is_log_step():  # a mode-collapse diagnostic only: the PT never enters plain EBGAN's loss
+        if (
+            self._is_log_step()
+        ):  # a mode-collapse diagnostic only: the PT never enters plain EBGAN's loss
             logs["pt"] = pulling_away_term(embedding.detach())
         return loss, logs
 
@@ -56,9 +66,20 @@ class EBGAN(AdversarialModel):
 class EBGANPT(EBGAN):
     """EBGAN-PT: L_G = D(G(z)) + w * f_PT(S), S = Enc(G(z)) (Zhao et al. 2016 Eq. 7; w = 0.1)."""
 
-    def __init__(self, generator, discriminator, optimizer_g, optimizer_d, energy: EnergyFn,
-                 margin: float = 10.0, pt_weight: float = 0.1, **loop_options):
-        super().__init__(generator, discriminator, optimizer_g, optimizer_d, energy, margin, **loop_options)
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        optimizer_g,
+        optimizer_d,
+        energy: EnergyFn,
+        margin: float = 10.0,
+        pt_weight: float = 0.1,
+        **loop_options,
+    ):
+        super().__init__(
+            generator, discriminator, optimizer_g, optimizer_d, energy, margin, **loop_options
+        )
         if not pt_weight >= 0:
             raise ValueError(f"model.pt_weight must be >= 0, got {pt_weight}")
         self.pt_weight = float(pt_weight)
@@ -68,4 +89,8 @@ class EBGANPT(EBGAN):
         energy_loss = ebgan_generator_loss(fake_energy)
         pt = pulling_away_term(embedding)
         loss = energy_loss + self.pt_weight * pt
-        return loss, {"loss_g": loss.detach(), "loss_g_energy": energy_loss.detach(), "pt": pt.detach()}
+        return loss, {
+            "loss_g": loss.detach(),
+            "loss_g_energy": energy_loss.detach(),
+            "pt": pt.detach(),
+        }

@@ -1,5 +1,6 @@
-"""WGAN (Arjovsky, Chintala, Bottou 2017) and WGAN-GP (Gulrajani et al. 2017): a critic scores images,
-and the gap of its mean scores on real and fake data estimates the Wasserstein-1 distance."""
+"""WGAN (Arjovsky, Chintala, Bottou 2017) and WGAN-GP (Gulrajani et al. 2017): a critic scores
+images, and the gap of its mean scores on real and fake data estimates the Wasserstein-1
+distance."""
 
 from __future__ import annotations
 
@@ -13,17 +14,27 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class WGAN(AdversarialModel):
-    """L_critic = E[c(G(z))] - E[c(x)], L_G = -E[c(G(z))]; after every critic step its weights are clipped
-    to [-clip_value, clip_value] (the Lipschitz constraint of Arjovsky et al. 2017, Alg. 1)."""
+    """L_critic = E[c(G(z))] - E[c(x)], L_G = -E[c(G(z))]; after every critic step its weights are
+    clipped to [-clip_value, clip_value] (the Lipschitz constraint of Arjovsky et al. 2017, Alg.
+    1)."""
 
     discriminator_role = "critic"
     loss_family = "wasserstein"
 
-    def __init__(self, generator, discriminator, optimizer_g, optimizer_d, clip_value: float | None = 0.01,
-                 **loop_options):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        optimizer_g,
+        optimizer_d,
+        clip_value: float | None = 0.01,
+        **loop_options,
+    ):
         super().__init__(generator, discriminator, optimizer_g, optimizer_d, **loop_options)
         if clip_value is not None and not clip_value > 0:
-            raise ValueError(f"model.clip_value must be > 0 (or null for no clipping), got {clip_value}")
+            raise ValueError(
+                f"model.clip_value must be > 0 (or null for no clipping), got {clip_value}"
+            )
         self.clip_value = clip_value
 
     def discriminator_loss(self, real, fake, labels=None):
@@ -32,7 +43,7 @@ class WGAN(AdversarialModel):
         return loss, self._critic_logs(loss, real_scores, fake_scores)
 
     def validation_values(self, real, fake, labels=None):
-        # without WGAN-GP's penalty: validation runs in inference mode, where no input gradient exists
+        # without WGAN-GP's penalty: validation runs in inference mode, with no input gradient
         return WGAN.discriminator_loss(self, real, fake, labels)[1]
 
     @staticmethod
@@ -41,7 +52,7 @@ class WGAN(AdversarialModel):
             "loss_d": loss.detach(),
             "critic_real": real_scores.detach().mean(),
             "critic_fake": fake_scores.detach().mean(),
-            # the critic's estimate of W(P_r, P_g) (up to its Lipschitz constant): the curve to watch
+            # the critic's estimate of W(P_r, P_g) (up to a Lipschitz constant): the curve to watch
             "wasserstein_estimate": (real_scores.detach().mean() - fake_scores.detach().mean()),
         }
 
@@ -58,21 +69,35 @@ class WGAN(AdversarialModel):
 
 
 class WGANGP(WGAN):
-    """WGAN-GP, Gulrajani et al. 2017 Eq. 3: L_critic = E[c(G(z))] - E[c(x)] + lambda E[(||grad c(x_hat)|| - 1)^2].
+    """WGAN-GP, Gulrajani et al. 2017 Eq. 3:
+    L_c = E[c(G(z))] - E[c(x)] + lambda E[(||grad c(x_hat)|| - 1)^2].
 
-    No weight clipping. The penalty is per sample, so the critic must not normalise across the batch: a
-    critic with batch norm is refused (the paper uses layer norm or none).
+    No weight clipping. The penalty is per sample, so the critic must not normalise across the
+    batch: a critic with batch norm is refused (the paper uses layer norm or none).
     """
 
-    def __init__(self, generator, discriminator, optimizer_g, optimizer_d, penalty_weight: float = 10.0,
-                 **loop_options):
-        batch_norms = [name for name, m in discriminator.named_modules() if isinstance(m, BATCH_NORMS)]
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        optimizer_g,
+        optimizer_d,
+        penalty_weight: float = 10.0,
+        **loop_options,
+    ):
+        batch_norms = [
+            name for name, m in discriminator.named_modules() if isinstance(m, BATCH_NORMS)
+        ]
         if batch_norms:
-            raise ValueError(f"model=wgan_gp needs a critic without batch norm (found it at {batch_norms}); "
-                             "set arch.critic_norm=layer or arch.critic_norm=none")
+            raise ValueError(
+                f"model=wgan_gp needs a critic without batch norm (found it at {batch_norms}); "
+                "set arch.critic_norm=layer or arch.critic_norm=none"
+            )
         if not penalty_weight >= 0:
             raise ValueError(f"model.penalty_weight must be >= 0, got {penalty_weight}")
-        super().__init__(generator, discriminator, optimizer_g, optimizer_d, clip_value=None, **loop_options)
+        super().__init__(
+            generator, discriminator, optimizer_g, optimizer_d, clip_value=None, **loop_options
+        )
         self.penalty_weight = float(penalty_weight)
 
     def discriminator_loss(self, real, fake, labels=None):
@@ -80,4 +105,7 @@ class WGANGP(WGAN):
         wasserstein = wasserstein_critic_loss(real_scores, fake_scores)
         penalty = gradient_penalty(lambda x: self.discriminate(x, labels), real, fake)
         loss = wasserstein + self.penalty_weight * penalty
-        return loss, {**self._critic_logs(loss, real_scores, fake_scores), "gradient_penalty": penalty.detach()}
+        return loss, {
+            **self._critic_logs(loss, real_scores, fake_scores),
+            "gradient_penalty": penalty.detach(),
+        }

@@ -7,14 +7,22 @@ from torch import nn
 
 @contextmanager
 def batch_statistics(module: nn.Module):
-    """Run ``module``'s batch norms on batch statistics, as in training, leaving their running stats as they were.
+    """``module``'s batch norms on batch statistics, as in training; running stats left unchanged.
 
-    A GAN discriminator sees real and fake batches separately during training, so its eval-mode output
-    (running statistics of both mixed) is not what it was trained to produce; held-out diagnostics use this.
+    A GAN discriminator sees real and fake batches separately during training, so its eval-mode
+    output (running statistics of both mixed) is not what it was trained to produce; held-out
+    diagnostics use this.
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m, m.training, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
-             for m in norms]
+    saved = [
+        (
+            m,
+            m.training,
+            m.momentum,
+            None if m.num_batches_tracked is None else m.num_batches_tracked.clone(),
+        )
+        for m in norms
+    ]
     for m in norms:
         m.train()
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged

@@ -1,9 +1,9 @@
 """The BEGAN networks (Berthelot, Schumm, Metz 2017, Sec. 3.5, Fig. 1).
 
-3x3 convolutions with ELU, two per block; down-sampling by stride-2 convolution with the channel count
-growing by n at each scale; up-sampling by nearest neighbour; an embedding h reached and left through
-fully connected layers with no nonlinearity; no batch norm. G has the decoder's shape with its own weights.
-The smallest feature map is 7 px for 28 px images, 8 px for 32/64/128 px images.
+3x3 convolutions with ELU, two per block; down-sampling by stride-2 convolution with the channel
+count growing by n at each scale; up-sampling by nearest neighbour; an embedding h reached and left
+through fully connected layers with no nonlinearity; no batch norm. G has the decoder's shape with
+its own weights. The smallest feature map is 7 px for 28 px images, 8 px for 32/64/128 px images.
 """
 
 from __future__ import annotations
@@ -20,16 +20,22 @@ def scales_for(image_size: int) -> tuple[int, int]:
         ratio = image_size / base
         if ratio >= 2 and ratio == 2 ** round(math.log2(ratio)):
             return base, round(math.log2(ratio))
-    raise ValueError(f"arch=began supports image sizes 7*2^k or 8*2^k (28, 32, 64, 128), got {image_size}")
+    raise ValueError(
+        f"arch=began supports image sizes 7*2^k or 8*2^k (28, 32, 64, 128), got {image_size}"
+    )
 
 
 def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [nn.Conv2d(in_channels, out_channels, 3, 1, 1), nn.ELU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, 1, 1), nn.ELU(inplace=True)]
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, 1, 1),
+        nn.ELU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, 1, 1),
+        nn.ELU(inplace=True),
+    ]
 
 
 class BEGANDecoder(nn.Module):
-    """h -> FC -> (n, base, base) -> [2 conv, upsample] x scales -> 2 conv -> 3x3 conv to the image."""
+    """h -> FC -> (n, base, base) -> [2 conv, upsample] x scales -> 2 conv -> 3x3 conv to image."""
 
     def __init__(self, hidden_dim: int, image_shape, filters: int = 32):
         super().__init__()

@@ -13,7 +13,9 @@ from src.nets.conditioning import append_label_vectors, check_unconditional, lab
 
 def _base_size(image_size: int) -> int:
     if image_size % 4:
-        raise ValueError(f"arch=dcgan needs data.image_size divisible by 4 (28 or 32), got {image_size}")
+        raise ValueError(
+            f"arch=dcgan needs data.image_size divisible by 4 (28 or 32), got {image_size}"
+        )
     return image_size // 4
 
 
@@ -39,11 +41,13 @@ def _up_path(in_channels: int, width: int, out_channels: int) -> nn.Sequential:
 
 
 def _norm2d(norm: str, channels: int) -> nn.Module:
-    """Batch norm (DCGAN), layer norm over (C, H, W) (WGAN-GP's critic: no cross-sample statistics) or none."""
+    """Batch norm (DCGAN), layer norm over (C, H, W) (WGAN-GP: per-sample statistics), or none."""
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "layer":
-        return nn.GroupNorm(1, channels)  # one group = layer norm over (C, H, W), with a per-channel affine
+        return nn.GroupNorm(
+            1, channels
+        )  # one group = layer norm over (C, H, W), with a per-channel affine
     if norm == "none":
         return nn.Identity()
     raise ValueError(f"norm must be one of ('batch', 'layer', 'none'), got {norm!r}")
@@ -87,7 +91,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANClassifier(nn.Module):
-    """image -> two stride-2 convs -> one logit (GAN) or score (WGAN critic; ``norm``: batch, layer, none).
+    """image -> two stride-2 convs -> a logit (GAN) or a score (WGAN critic; ``norm`` any).
 
     With ``num_classes`` > 0 it is D(x|y): the one-hot label enters as C constant image channels.
     """
@@ -110,10 +114,10 @@ class DCGANClassifier(nn.Module):
 
 
 class DCGANAutoEncoder(nn.Module):
-    """Convolutional auto-encoder D for EBGAN: conv encoder -> linear embedding -> transposed-conv decoder.
+    """Conv auto-encoder D for EBGAN: conv encoder -> linear embedding -> transposed-conv decoder.
 
-    The bottleneck (``embedding_dim``) keeps D from learning the identity; its output is the embedding S
-    of the pulling-away term. ``forward`` returns (reconstruction, embedding).
+    The bottleneck (``embedding_dim``) keeps D from learning the identity; its output is the
+    embedding S of the pulling-away term. ``forward`` returns (reconstruction, embedding).
     """
 
     def __init__(self, image_shape, width: int = 64, embedding_dim: int = 64):
@@ -121,8 +125,12 @@ class DCGANAutoEncoder(nn.Module):
         channels, size, _ = image_shape
         self.base = _base_size(size)
         flat = 2 * width * self.base**2
-        self.encoder = nn.Sequential(_down_path(channels, width), nn.Flatten(), nn.Linear(flat, embedding_dim))
-        self.expand = nn.Sequential(nn.Linear(embedding_dim, flat), nn.BatchNorm1d(flat), nn.ReLU(inplace=True))
+        self.encoder = nn.Sequential(
+            _down_path(channels, width), nn.Flatten(), nn.Linear(flat, embedding_dim)
+        )
+        self.expand = nn.Sequential(
+            nn.Linear(embedding_dim, flat), nn.BatchNorm1d(flat), nn.ReLU(inplace=True)
+        )
         self.up = _up_path(2 * width, width, channels)
         _init_dcgan(self)
 

@@ -1,14 +1,15 @@
-"""The fully connected MNIST networks of the EBGAN paper's grid search (Zhao et al. 2016, Sec. 5.1, Table 1).
+"""The fully connected nets of the EBGAN paper's MNIST grid (Zhao et al. 2016, Sec. 5.1, Table 1).
 
 Conventions (the paper's, where it states them):
-- ``n_layers`` counts weight layers. For the auto-encoder D the paper says "nLayerD is the total number
-  of layers of Enc and Dec put together; only Enc's layer count varies, Dec is always a single layer":
-  Enc = nLayerD - 1 layers of width sizeD, Dec = one linear layer back to the pixels. G and the
-  classifier D follow the same count: n_layers - 1 hidden layers of width ``hidden`` + one output layer.
+- ``n_layers`` counts weight layers. For the auto-encoder D the paper says "nLayerD is the total
+  number of layers of Enc and Dec put together; only Enc's layer count varies, Dec is always a
+  single layer": Enc = nLayerD - 1 layers of width sizeD, Dec = one linear layer back to the pixels.
+  G and the classifier D follow the same count: n_layers - 1 hidden layers of width ``hidden`` + one
+  output layer.
 - Batch norm after every hidden weight layer except D's input layer (none on any output layer: G's
   image, D's logit or reconstruction); ReLU activations. A WGAN critic may use layer norm or none
-  instead (``norm``). The auto-encoder's embedding S (for the
-  pulling-away term) is the encoder's last hidden activation, after ReLU (and dropout when dropoutD).
+  instead (``norm``). The auto-encoder's embedding S (for the pulling-away term) is the encoder's
+  last hidden activation, after ReLU (and dropout when dropoutD).
 - Weights ~ N(0, 0.02) in G and N(0, 0.002) in D, biases 0.
 """
 
@@ -38,8 +39,14 @@ def _norm_layer(norm: str, width: int) -> nn.Module | None:
     return {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[norm](width) if norm != "none" else None
 
 
-def _hidden_stack(in_features: int, width: int, depth: int, batch_norm_first: bool, dropout: float,
-                  norm: str = "batch") -> nn.Sequential:
+def _hidden_stack(
+    in_features: int,
+    width: int,
+    depth: int,
+    batch_norm_first: bool,
+    dropout: float,
+    norm: str = "batch",
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(depth):
         layers.append(nn.Linear(in_features if i == 0 else width, width))
@@ -55,23 +62,35 @@ def _hidden_stack(in_features: int, width: int, depth: int, batch_norm_first: bo
 
 def _check_depth(name: str, n_layers: int) -> None:
     if n_layers < 2:
-        raise ValueError(f"{name} must be >= 2 (one hidden layer plus the output layer), got {n_layers}")
+        raise ValueError(
+            f"{name} must be >= 2 (one hidden layer plus the output layer), got {n_layers}"
+        )
 
 
 class MLPGenerator(nn.Module):
     """z -> (n_layers - 1) x [Linear, BN, ReLU] -> Linear -> tanh image in [-1, 1].
 
-    With ``num_classes`` > 0 it is G(z|y): the one-hot label is concatenated to z (Mirza & Osindero 2014).
+    With ``num_classes`` > 0 it is G(z|y): the one-hot label is concatenated to z (Mirza & Osindero
+    2014).
     """
 
-    def __init__(self, latent_dim: int, n_layers: int, hidden: int, image_shape, init_std: float = 0.02,
-                 num_classes: int = 0):
+    def __init__(
+        self,
+        latent_dim: int,
+        n_layers: int,
+        hidden: int,
+        image_shape,
+        init_std: float = 0.02,
+        num_classes: int = 0,
+    ):
         super().__init__()
         _check_depth("arch.nLayerG", n_layers)
         self.latent_dim = latent_dim
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
-        self.body = _hidden_stack(latent_dim + num_classes, hidden, n_layers - 1, batch_norm_first=True, dropout=0.0)
+        self.body = _hidden_stack(
+            latent_dim + num_classes, hidden, n_layers - 1, batch_norm_first=True, dropout=0.0
+        )
         self.out = nn.Linear(hidden, math.prod(self.image_shape))
         _init_normal(self, init_std)
 
@@ -83,18 +102,34 @@ class MLPGenerator(nn.Module):
 class MLPClassifier(nn.Module):
     """The GAN discriminator / WGAN critic: image -> (n_layers - 1) hidden layers -> one score.
 
-    ``norm``: batch norm (the paper's GAN D), layer norm or none (a WGAN-GP critic: its penalty is per
-    sample). With ``num_classes`` > 0 it is D(x|y): the one-hot label is concatenated to the pixels.
+    ``norm``: batch norm (the paper's GAN D), layer norm or none (a WGAN-GP critic: its penalty is
+    per sample). With ``num_classes`` > 0 it is D(x|y): the one-hot label is concatenated to the
+    pixels.
     """
 
-    def __init__(self, n_layers: int, hidden: int, image_shape, dropout: bool = False,
-                 dropout_p: float = 0.5, init_std: float = 0.002, norm: str = "batch", num_classes: int = 0):
+    def __init__(
+        self,
+        n_layers: int,
+        hidden: int,
+        image_shape,
+        dropout: bool = False,
+        dropout_p: float = 0.5,
+        init_std: float = 0.002,
+        norm: str = "batch",
+        num_classes: int = 0,
+    ):
         super().__init__()
         _check_depth("arch.nLayerD", n_layers)
         p = dropout_p if dropout else 0.0
         self.num_classes = num_classes
-        self.body = _hidden_stack(math.prod(image_shape) + num_classes, hidden, n_layers - 1,
-                                  batch_norm_first=False, dropout=p, norm=norm)
+        self.body = _hidden_stack(
+            math.prod(image_shape) + num_classes,
+            hidden,
+            n_layers - 1,
+            batch_norm_first=False,
+            dropout=p,
+            norm=norm,
+        )
         self.out = nn.Linear(hidden, 1)
         _init_normal(self, init_std)
 
@@ -104,18 +139,28 @@ class MLPClassifier(nn.Module):
 
 
 class MLPAutoEncoder(nn.Module):
-    """The EBGAN discriminator: Enc = (n_layers - 1) hidden layers, Dec = one linear layer to the pixels.
+    """The EBGAN D: Enc = (n_layers - 1) hidden layers, Dec = one linear layer to the pixels.
 
-    ``forward`` returns (reconstruction, embedding); the embedding (Enc's output) feeds the pulling-away term.
+    ``forward`` returns (reconstruction, embedding); the embedding (Enc's output) feeds the
+    pulling-away term.
     """
 
-    def __init__(self, n_layers: int, hidden: int, image_shape, dropout: bool = False,
-                 dropout_p: float = 0.5, init_std: float = 0.002):
+    def __init__(
+        self,
+        n_layers: int,
+        hidden: int,
+        image_shape,
+        dropout: bool = False,
+        dropout_p: float = 0.5,
+        init_std: float = 0.002,
+    ):
         super().__init__()
         _check_depth("arch.nLayerD", n_layers)
         p = dropout_p if dropout else 0.0
         self.image_shape = tuple(image_shape)
-        self.encoder = _hidden_stack(math.prod(self.image_shape), hidden, n_layers - 1, batch_norm_first=False, dropout=p)
+        self.encoder = _hidden_stack(
+            math.prod(self.image_shape), hidden, n_layers - 1, batch_norm_first=False, dropout=p
+        )
         self.decoder = nn.Linear(hidden, math.prod(self.image_shape))
         _init_normal(self, init_std)
 

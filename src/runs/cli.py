@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
@@ -15,9 +15,15 @@ from src.metrics.classifier import ClassifierError
 from src.utils import ConfigError, is_multirun
 
 log = logging.getLogger("entry")
-# ValueErrors from the models' and data module's argument checks arrive wrapped in InstantiationException;
-# any other exception is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, DatasetError, ClassifierError, InstantiationException, OmegaConfBaseException)
+# ValueErrors from the models' and data module's argument checks arrive wrapped in
+# InstantiationException; any other exception is a bug and keeps its traceback.
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    ClassifierError,
+    InstantiationException,
+    OmegaConfBaseException,
+)
 
 
 def _root_cause(err: BaseException) -> str:
@@ -26,9 +32,12 @@ def _root_cause(err: BaseException) -> str:
     return str(err)
 
 
-def report_user_errors(action: Callable[[DictConfig], object], cfg: DictConfig, key: str | None = None):
-    """Run ``action(cfg)``; on bad input log and print ``error: …`` and exit 2 (in a multirun: return None,
-    so the sweep goes on). Returns ``result[key]`` when ``key`` is given (the sweepers' objective)."""
+def report_user_errors(
+    action: Callable[[DictConfig], object], cfg: DictConfig, key: str | None = None
+):
+    """Run ``action(cfg)``; on bad input log and print ``error: …`` and exit 2 (in a multirun:
+    return None, so the sweep goes on). Returns ``result[key]`` when ``key`` is given (the sweepers'
+    objective)."""
     try:
         result = action(cfg)
     except USER_ERRORS as err:
@@ -41,4 +50,3 @@ def report_user_errors(action: Callable[[DictConfig], object], cfg: DictConfig, 
     if key is None or not isinstance(result, dict):
         return None
     return result.get(key)
-

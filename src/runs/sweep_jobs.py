@@ -15,10 +15,14 @@ SWEEPS_DIR = PROJECT_ROOT / "sweeps"
 
 
 def expand_params(params: dict, extra: list[str] | None = None) -> list[list[str]]:
-    """Every job's override list for ``hydra.sweeper.params`` (+ command-line ``extra``), in launch order."""
+    """Each job's overrides for ``hydra.sweeper.params`` (+ command-line ``extra``), in order."""
     lines = [f"{key}={value}" for key, value in params.items()] + list(extra or [])
     overrides = OverridesParser.create().parse_overrides(lines)
-    return [job for batch in BasicSweeper.split_arguments(overrides, max_batch_size=None) for job in batch]
+    return [
+        job
+        for batch in BasicSweeper.split_arguments(overrides, max_batch_size=None)
+        for job in batch
+    ]
 
 
 def sweep_jobs(config_name: str, overrides: list[str] | None = None) -> list[list[str]]:
@@ -26,15 +30,22 @@ def sweep_jobs(config_name: str, overrides: list[str] | None = None) -> list[lis
     register_resolvers()
     with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3"):
         # conf/ is the primary config path of src/train.py; sweeps/ is added with -cd, as here
-        cfg = compose(config_name=config_name, overrides=[f"hydra.searchpath=[file://{PROJECT_ROOT / 'conf'}]"],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name=config_name,
+            overrides=[f"hydra.searchpath=[file://{PROJECT_ROOT / 'conf'}]"],
+            return_hydra_config=True,
+        )
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     return expand_params({k: str(v) for k, v in params.items()}, overrides)
 
 
 def jobs_of_multirun(folder: Path) -> list[list[str]]:
-    """The jobs a launched sweep folder was meant to hold, read from Hydra's ``multirun.yaml`` there."""
+    """The jobs a launched sweep folder was meant to hold, from its Hydra ``multirun.yaml``."""
     saved = OmegaConf.load(Path(folder) / "multirun.yaml")
-    params = OmegaConf.to_container(saved.hydra.sweeper.params) if saved.hydra.sweeper.get("params") else {}
+    params = (
+        OmegaConf.to_container(saved.hydra.sweeper.params)
+        if saved.hydra.sweeper.get("params")
+        else {}
+    )
     task = [o for o in saved.hydra.overrides.task if o.split("=", 1)[0] not in params]
     return expand_params({k: str(v) for k, v in params.items()}, task)

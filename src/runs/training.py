@@ -1,4 +1,4 @@
-"""compose -> seed -> instantiate -> fit -> write the run's results. Used by src/train.py and the tests."""
+"""compose -> seed -> instantiate -> fit -> write the run's results (src/train.py, the tests)."""
 
 from __future__ import annotations
 
@@ -28,21 +28,30 @@ def _hydra_runtime() -> dict:
         from hydra.core.hydra_config import HydraConfig
 
         hydra_cfg = HydraConfig.get()
-        return {"overrides": list(hydra_cfg.overrides.task),
-                "choices": {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}}
+        return {
+            "overrides": list(hydra_cfg.overrides.task),
+            "choices": {
+                k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")
+            },
+        }
     except ValueError:
         return {"overrides": [], "choices": {}}
 
 
 def _floats(metrics: dict) -> dict:
-    return {key: float(value.detach().cpu()) if isinstance(value, torch.Tensor) else float(value)
-            for key, value in metrics.items()}
+    return {
+        key: float(value.detach().cpu()) if isinstance(value, torch.Tensor) else float(value)
+        for key, value in metrics.items()
+    }
 
 
 def _run_tags(cfg: DictConfig, choices: dict) -> list[str]:
     """The run's tags plus what dashboards filter by: model, arch, dataset."""
     model = choices.get("model") or cfg.model._target_.rsplit(".", 1)[-1].lower()
-    arch = choices.get("arch") or cfg.arch.generator._target_.rsplit(".", 1)[-1].replace("Generator", "").lower()
+    arch = (
+        choices.get("arch")
+        or cfg.arch.generator._target_.rsplit(".", 1)[-1].replace("Generator", "").lower()
+    )
     return list(dict.fromkeys([*cfg.get("tags", []), model, arch, cfg.data.dataset]))
 
 
@@ -52,14 +61,24 @@ def instantiate_all(cfg: DictConfig):
     check_paths(cfg)
     datamodule = instantiate(cfg.data)
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    # a partial, so the plain-dict run config reaches the model as it is (not re-instantiated by Hydra)
+    # a partial: the run config reaches the model as a plain dict, not instantiated by Hydra
     model = instantiate(cfg.model, _partial_=True)(run_config=run_config)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     tags = _run_tags(cfg, _hydra_runtime()["choices"])
-    loggers = [instantiate(c, **({"tags": tags} if "tags" in c else {})) for c in (cfg.get("logger") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                          enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
-                          enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks))
+    loggers = [
+        instantiate(c, **({"tags": tags} if "tags" in c else {}))
+        for c in (cfg.get("logger") or {}).values()
+        if c
+    ]
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=any(
+            isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks
+        ),
+        enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks),
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config)
     return datamodule, model, trainer
@@ -74,7 +93,7 @@ def _run_defining(overrides: list[str]) -> list[str]:
 
 
 def completed_before(output_dir: Path, overrides: list[str]) -> dict | None:
-    """The earlier result in ``output_dir`` if it completed with the same overrides (sweep resume)."""
+    """The earlier result in ``output_dir`` if it completed with these overrides (sweep resume)."""
     path = output_dir / "metrics.json"
     if not path.is_file():
         return None
@@ -82,14 +101,16 @@ def completed_before(output_dir: Path, overrides: list[str]) -> dict | None:
         previous = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if previous.get("status") == "completed" and _run_defining(previous.get("overrides", [])) == _run_defining(overrides):
+    if previous.get("status") == "completed" and _run_defining(
+        previous.get("overrides", [])
+    ) == _run_defining(overrides):
         return previous
     return None
 
 
 @contextmanager
 def sigterm_as_interrupt():
-    """Preemption (SIGTERM) takes Ctrl-C's path: Lightning stops cleanly and a checkpoint is saved."""
+    """Preemption (SIGTERM) takes Ctrl-C's path: Lightning stops cleanly, a checkpoint is saved."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -133,7 +154,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)
-    datamodule.prepare_data()  # missing/corrupt data: a clear error now, not a traceback from inside fit
+    # missing/corrupt data: a clear error now, not a traceback from inside fit
+    datamodule.prepare_data()
     if cfg.get("print_config", True):
         print_config_tree(cfg, save_to=output_dir / "config_tree.log")
 
@@ -142,10 +164,15 @@ def train(cfg: DictConfig) -> dict:
         with sigterm_as_interrupt():
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except DivergenceError as err:
-        status, failure = "diverged", {"message": str(err), "loss": err.loss_name, "batch": err.batch,
-                                       "epoch": err.epoch}
+        status, failure = (
+            "diverged",
+            {"message": str(err), "loss": err.loss_name, "batch": err.batch, "epoch": err.epoch},
+        )
         log.error("run diverged: %s; the last checkpoint (if any) holds the last good weights", err)
-    except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into sys.exit(1) after its teardown
+    except (
+        KeyboardInterrupt,
+        SystemExit,
+    ) as err:  # Lightning turns Ctrl-C into sys.exit(1) after its teardown
         status, failure, reraise = "interrupted", {"message": f"{type(err).__name__}: {err}"}, err
     except Exception as err:  # recorded, then re-raised unless a sweep must go on
         status, failure = "failed", {"message": f"{type(err).__name__}: {err}"}
@@ -164,7 +191,12 @@ def train(cfg: DictConfig) -> dict:
         **runtime,
     }
     write_json_atomic(output_dir / "metrics.json", result)
-    log.info("status %s after %.1f s; results in %s", status, result["wall_time_s"], output_dir / "metrics.json")
+    log.info(
+        "status %s after %.1f s; results in %s",
+        status,
+        result["wall_time_s"],
+        output_dir / "metrics.json",
+    )
     if reraise is not None:
         raise reraise
     return result

@@ -1,5 +1,6 @@
 """Sampling from a trained generator: images, grids, labels (generation) and latent walks
-(interpolation). The callbacks, evaluate.py, sample.py and interpolate.py all sample through here."""
+(interpolation). The callbacks, evaluate.py, sample.py and interpolate.py all sample through
+here."""
 
 from src.sampling.generation import (
     balanced_labels,

@@ -26,12 +26,14 @@ def requested_labels(model, n: int) -> torch.Tensor | None:
 def render(
     model, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000
 ) -> torch.Tensor:
-    """G(z[, labels]) in eval mode (the model's mode restored after), in chunks; images on the CPU."""
+    """G(z[, labels]) in eval mode (mode restored after), in chunks; images on the CPU."""
     was_training = model.training
     model.eval()
     chunks = []
     for start in range(0, z.shape[0], batch_size):
-        chunk_labels = None if labels is None else labels[start : start + batch_size].to(model.device)
+        chunk_labels = (
+            None if labels is None else labels[start : start + batch_size].to(model.device)
+        )
         chunk = model(z[start : start + batch_size].to(model.device), chunk_labels)
         chunks.append(chunk.float().cpu())
     model.train(was_training)
@@ -42,7 +44,7 @@ def render(
 def generate(
     model, n: int, batch_size: int = 1000, seed: int = 0, labels: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """n samples of ``model``'s generator in eval mode from seeded latents; the global RNG is untouched.
+    """n samples of ``model``'s G in eval mode from seeded latents; the global RNG is untouched.
 
     A class-conditional model draws ``labels`` (default: ``requested_labels``); others take none.
     """
@@ -50,10 +52,12 @@ def generate(
         labels = requested_labels(model, n)
     seeded = torch.Generator().manual_seed(seed)
     # drawn chunk by chunk, as always: a seed keeps giving the latents it gave before
-    z = torch.cat([
-        model.sample_latent(min(batch_size, n - start), generator=seeded, device="cpu")
-        for start in range(0, n, batch_size)
-    ])
+    z = torch.cat(
+        [
+            model.sample_latent(min(batch_size, n - start), generator=seeded, device="cpu")
+            for start in range(0, n, batch_size)
+        ]
+    )
     return render(model, z, labels, batch_size)
 
 

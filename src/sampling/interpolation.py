@@ -1,15 +1,16 @@
-"""Latent interpolation and class-direction walks through a trained generator (used by interpolate.py).
+"""Latent interpolations and class-direction walks through a trained generator.
 
-Every function takes a model as built by src/runs/checkpoints.py (``model(z, labels)``, ``model.sample_latent``,
-``model.num_classes``) and the project's pinned classifier; images are float [-1, 1].
+Every function takes a model as built by src/runs/checkpoints.py (``model(z, labels)``,
+``model.sample_latent``, ``model.num_classes``) and the project's pinned classifier; images are
+float [-1, 1].
 """
 
 from __future__ import annotations
 
 import torch
 
-from src.sampling.generation import render
 from src.metrics.classifier import to_classifier_input
+from src.sampling.generation import render
 
 #: a class direction needs at least this many generated samples of each of its two classes
 MIN_SAMPLES_PER_CLASS = 10
@@ -30,7 +31,9 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, eps: float = 1e-7
     """
     t = t.view(-1, 1)
     a, b = z0.flatten(1), z1.flatten(1)
-    cos = (torch.nn.functional.normalize(a, dim=1) * torch.nn.functional.normalize(b, dim=1)).sum(1, keepdim=True)
+    cos = (torch.nn.functional.normalize(a, dim=1) * torch.nn.functional.normalize(b, dim=1)).sum(
+        1, keepdim=True
+    )
     omega = torch.arccos(cos.clamp(-1.0, 1.0))
     sin = torch.sin(omega)
     spherical = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / sin.clamp_min(eps)
@@ -40,7 +43,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, eps: float = 1e-7
 
 @torch.no_grad()
 def interpolation_latents(model, pairs: int, steps: int, mode: str, seed: int = 0) -> torch.Tensor:
-    """[pairs * steps, latent_dim]: row i of the grid walks from one random latent to another in ``steps``."""
+    """[pairs * steps, latent_dim]: grid row i walks between two random latents in ``steps``."""
     if mode not in ("linear", "spherical"):
         raise ValueError(f"mode must be 'linear' or 'spherical', got {mode!r}")
     seeded = torch.Generator().manual_seed(seed)
@@ -56,16 +59,22 @@ def interpolation_latents(model, pairs: int, steps: int, mode: str, seed: int = 
 def class_probabilities(classifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """[N, 10] softmax of the pinned classifier."""
     device = next(classifier.parameters()).device
-    return torch.cat([classifier(to_classifier_input(images[i : i + batch_size].to(device))).softmax(1).cpu()
-                      for i in range(0, images.shape[0], batch_size)])
+    return torch.cat(
+        [
+            classifier(to_classifier_input(images[i : i + batch_size].to(device))).softmax(1).cpu()
+            for i in range(0, images.shape[0], batch_size)
+        ]
+    )
 
 
 @torch.no_grad()
-def latent_class_direction(model, classifier, from_class: int, to_class: int, n: int = 10000,
-                           seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """For an unconditional G: d = mean(z | G(z) classified to_class) - mean(z | classified from_class).
+def latent_class_direction(
+    model, classifier, from_class: int, to_class: int, n: int = 10000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Unconditional G: d = mean(z | G(z) classified to_class) - mean(z | ... from_class).
 
-    Returns (d, latents classified as ``from_class`` to start walks from, the class counts among n samples).
+    Returns (d, latents classified as ``from_class`` to start walks from, the class counts among n
+    samples).
     """
     seeded = torch.Generator().manual_seed(seed)
     z = model.sample_latent(n, generator=seeded, device="cpu")
@@ -75,17 +84,29 @@ def latent_class_direction(model, classifier, from_class: int, to_class: int, n:
         if counts[c] < MIN_SAMPLES_PER_CLASS:
             raise ValueError(
                 f"only {int(counts[c])} of {n} generated samples are classified as {c} (need "
-                f"{MIN_SAMPLES_PER_CLASS}); samples per class: {counts.tolist()}. Choose from_class/to_class "
-                "among the classes the model generates, or raise walk_samples")
+                f"{MIN_SAMPLES_PER_CLASS}); samples per class: {counts.tolist()}. Choose "
+                "from_class/to_class "
+                "among the classes the model generates, or raise walk_samples"
+            )
     direction = z[predicted == to_class].mean(0) - z[predicted == from_class].mean(0)
     return direction, z[predicted == from_class], {str(c): int(v) for c, v in enumerate(counts)}
 
 
 @torch.no_grad()
-def walk(model, classifier, from_class: int, to_class: int, rows: int, steps: int, scale: float,
-         n: int = 10000, seed: int = 0) -> tuple[torch.Tensor, dict]:
-    """A [rows * steps] image grid walking each row from ``from_class`` toward ``to_class``, and what the
-    classifier says along it: per column, the mean P(to_class) and the share predicted as to_class.
+def walk(
+    model,
+    classifier,
+    from_class: int,
+    to_class: int,
+    rows: int,
+    steps: int,
+    scale: float,
+    n: int = 10000,
+    seed: int = 0,
+) -> tuple[torch.Tensor, dict]:
+    """A [rows * steps] image grid walking each row from ``from_class`` toward ``to_class``, and
+    what the classifier says along it: per column, the mean P(to_class) and the share predicted as
+    to_class.
 
     Unconditional G: z + a * d for a in [0, scale], starting from latents G maps to ``from_class``
     (d from ``latent_class_direction``). Class-conditional G: z fixed, the label vector moves from
@@ -94,7 +115,11 @@ def walk(model, classifier, from_class: int, to_class: int, rows: int, steps: in
     if from_class == to_class:
         raise ValueError(f"from_class and to_class must differ, both are {from_class}")
     alphas = torch.linspace(0, 1 if model.num_classes else scale, steps)
-    info: dict = {"from_class": from_class, "to_class": to_class, "alphas": [round(a, 4) for a in alphas.tolist()]}
+    info: dict = {
+        "from_class": from_class,
+        "to_class": to_class,
+        "alphas": [round(a, 4) for a in alphas.tolist()],
+    }
     if model.num_classes:
         seeded = torch.Generator().manual_seed(seed)
         z = model.sample_latent(rows, generator=seeded, device="cpu").repeat_interleave(steps, 0)
@@ -104,14 +129,26 @@ def walk(model, classifier, from_class: int, to_class: int, rows: int, steps: in
         info["method"] = "label vector interpolation (conditional G)"
         images = render(model, z, labels)
     else:
-        direction, starts, counts = latent_class_direction(model, classifier, from_class, to_class, n, seed)
+        direction, starts, counts = latent_class_direction(
+            model, classifier, from_class, to_class, n, seed
+        )
         starts = starts[:rows]
-        z = starts.repeat_interleave(steps, 0) + alphas.repeat(starts.shape[0]).view(-1, 1) * direction
-        info.update({"method": "difference of class-conditional latent means", "class_counts": counts,
-                     "direction_norm": round(direction.norm().item(), 4)})
+        z = (
+            starts.repeat_interleave(steps, 0)
+            + alphas.repeat(starts.shape[0]).view(-1, 1) * direction
+        )
+        info.update(
+            {
+                "method": "difference of class-conditional latent means",
+                "class_counts": counts,
+                "direction_norm": round(direction.norm().item(), 4),
+            }
+        )
         images = render(model, z)
     probabilities = class_probabilities(classifier, images).view(-1, steps, 10)
     info["p_to_class"] = [round(v, 4) for v in probabilities[..., to_class].mean(0).tolist()]
-    info["share_predicted_to_class"] = [round(v, 4) for v in (probabilities.argmax(2) == to_class).float().mean(0).tolist()]
+    info["share_predicted_to_class"] = [
+        round(v, 4) for v in (probabilities.argmax(2) == to_class).float().mean(0).tolist()
+    ]
     info["p_from_class"] = [round(v, 4) for v in probabilities[..., from_class].mean(0).tolist()]
     return images, info

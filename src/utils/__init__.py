@@ -10,4 +10,12 @@ from src.utils.config import (
 )
 from src.utils.results import write_json_atomic
 
-__all__ = ["PROJECT_ROOT", "ConfigError", "check_paths", "is_multirun", "register_resolvers", "validate_config", "write_json_atomic"]
+__all__ = [
+    "PROJECT_ROOT",
+    "ConfigError",
+    "check_paths",
+    "is_multirun",
+    "register_resolvers",
+    "validate_config",
+    "write_json_atomic",
+]

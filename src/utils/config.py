@@ -1,4 +1,4 @@
-"""Config checks that run before anything is built, so a bad combination fails with a clear message."""
+"""Config checks that run before anything is built: a bad combination fails with a clear line."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ CONF_DIR = PROJECT_ROOT / "conf"
 
 
 class ConfigError(ValueError):
-    """A config value or combination that cannot work; the message names the key and the allowed values."""
+    """A config value or combination that cannot work; the message names key and allowed values."""
 
 
 def folder_name(text: str, limit: int = 120) -> str:
-    """A folder name for a run's overrides: the text itself, or its start + a hash when it is too long."""
+    """A folder name for a run's overrides: the text, or its start + a hash when too long."""
     if len(text) <= limit:
         return text or "default"
     return f"{text[: limit - 17]}-{hashlib.sha1(text.encode()).hexdigest()[:16]}"
@@ -46,7 +46,11 @@ def _options(group: str) -> list[str]:
 
 
 def _options_where(group: str, predicate) -> list[str]:
-    return [name for name in _options(group) if predicate(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))]
+    return [
+        name
+        for name in _options(group)
+        if predicate(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))
+    ]
 
 
 def _choice(cfg: DictConfig, group: str) -> str:
@@ -63,7 +67,9 @@ def validate_config(cfg: DictConfig) -> type:
     """Check that model, loss and arch fit together; return the model class."""
     target = OmegaConf.select(cfg, "model._target_")
     if target is None:
-        raise ConfigError(f"config key model._target_ is missing; choose model= one of {_options('model')}")
+        raise ConfigError(
+            f"config key model._target_ is missing; choose model= one of {_options('model')}"
+        )
     try:
         model_cls = get_class(target)
     except Exception as err:
@@ -73,7 +79,8 @@ def validate_config(cfg: DictConfig) -> type:
     if family != model_cls.loss_family:
         fitting = _options_where("loss", lambda c: c.get("family") == model_cls.loss_family)
         raise ConfigError(
-            f"loss={_choice(cfg, 'loss')} (family {family!r}) does not fit model={_choice(cfg, 'model')}, "
+            f"loss={_choice(cfg, 'loss')} (family {family!r}) does not fit "
+            f"model={_choice(cfg, 'model')}, "
             f"which needs a {model_cls.loss_family!r} loss: choose loss= one of {fitting}"
         )
 
@@ -82,25 +89,36 @@ def validate_config(cfg: DictConfig) -> type:
     if role not in provided:
         fitting = _options_where("arch", lambda c: role in (c.get("discriminators") or {}))
         raise ConfigError(
-            f"arch={_choice(cfg, 'arch')} has no {role} discriminator (it provides {sorted(provided)}), "
+            f"arch={_choice(cfg, 'arch')} has no {role} discriminator (it provides "
+            f"{sorted(provided)}), "
             f"which model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
         )
     return model_cls
 
 
 def check_paths(cfg: DictConfig) -> None:
-    """The data folder and the checkpoint to resume from exist and fit, before anything is trained."""
+    """The data folder and the checkpoint to resume from exist and fit, before any training."""
     from src.data.idx import DATASETS, locate_raw_dir
 
     data_dir = Path(cfg.paths.data_dir)
     spec = DATASETS.get(cfg.data.dataset)
     if spec is None:
-        raise ConfigError(f"data.dataset={cfg.data.dataset!r} is unknown; allowed: {sorted(DATASETS)} (data= one of "
-                          f"{_options('data')})")
+        raise ConfigError(
+            f"data.dataset={cfg.data.dataset!r} is unknown; allowed: {sorted(DATASETS)} (data= one "
+            "of "
+            f"{_options('data')})"
+        )
     # a missing folder is an error, except the project's own data/ (created for the first download)
-    if not data_dir.is_dir() and data_dir != PROJECT_ROOT / "data" and locate_raw_dir(spec, data_dir) is None:
-        raise ConfigError(f"paths.data_dir={data_dir} does not exist; set DATA_DIR (or paths.data_dir) to the folder "
-                          f"holding {spec.folder}/raw/")
+    if (
+        not data_dir.is_dir()
+        and data_dir != PROJECT_ROOT / "data"
+        and locate_raw_dir(spec, data_dir) is None
+    ):
+        raise ConfigError(
+            f"paths.data_dir={data_dir} does not exist; set DATA_DIR (or paths.data_dir) to the "
+            "folder "
+            f"holding {spec.folder}/raw/"
+        )
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         from src.runs.checkpoints import read_checkpoint  # imported here: it imports src.utils
@@ -109,5 +127,7 @@ def check_paths(cfg: DictConfig) -> None:
         saved = read_checkpoint(path).get("run_config") or {}
         saved_model = (saved.get("model") or {}).get("_target_")
         if saved_model and saved_model != cfg.model._target_:
-            raise ConfigError(f"ckpt_path={path} holds a {saved_model} model, but this run configures "
-                              f"{cfg.model._target_}: choose the matching model= or another checkpoint")
+            raise ConfigError(
+                f"ckpt_path={path} holds a {saved_model} model, but this run configures "
+                f"{cfg.model._target_}: choose the matching model= or another checkpoint"
+            )

@@ -11,7 +11,7 @@ ORDER = ("data", "model", "loss", "arch", "trainer", "callbacks", "logger", "pat
 
 
 def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
-    """Print the resolved config as a rich tree, one branch per group, and save the same text to a file."""
+    """Print the resolved config as a rich tree, a branch per group; save the same text too."""
     tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
     keys = [k for k in ORDER if k in cfg] + [k for k in cfg if k not in ORDER]
     for key in keys:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def write_json_atomic(path: str | os.PathLike, payload: dict) -> None:
-    """Write JSON via a temporary file in the same folder + rename: readers never see a partial file."""
+    """JSON via a temporary file in the same folder + rename: readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

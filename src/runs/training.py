@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,7 +63,11 @@ def instantiate_all(cfg: DictConfig):
     datamodule = instantiate(cfg.data)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     # a partial: the run config reaches the model as a plain dict, not instantiated by Hydra
-    model = instantiate(cfg.model, _partial_=True)(run_config=run_config)
+    build_model = instantiate(cfg.model, _partial_=True)
+    try:
+        model = build_model(run_config=run_config)
+    except Exception as err:  # as Hydra reports a failing target: one line for bad values
+        raise InstantiationException(f"Error in call to target '{cfg.model._target_}'") from err
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     tags = _run_tags(cfg, _hydra_runtime()["choices"])
     loggers = [

@@ -31,8 +31,8 @@ class GenerativeMetrics(Callback):
     ):
         if every_n_epochs < 1 or n_samples < 2 or n_real < 2:
             raise ValueError(
-                "callbacks.generative_metrics: every_n_epochs >= 1, n_samples >= 2 and n_real >= 2 "
-                "needed"
+                "callbacks.generative_metrics: every_n_epochs >= 1, n_samples >= 2 and "
+                "n_real >= 2 needed"
             )
         self.dataset = dataset
         self.every_n_epochs = every_n_epochs

@@ -155,18 +155,16 @@ def load_split(dataset: str, root: str | os.PathLike, split: str, allow_download
         if raw_dir is None:
             names = ", ".join(f"{n}[.gz]" for n in spec.md5)
             raise DatasetError(
-                f"{spec.name} not found in {expected} and {reason}. Put the four files {names} "
-                "there, "
-                "or point the DATA_DIR environment variable (config key paths.data_dir) at a "
-                "folder "
-                f"holding {spec.folder}/raw/."
+                f"{spec.name} not found in {expected} and {reason}. Put the four files "
+                f"{names} there, or point the DATA_DIR environment variable (config key "
+                f"paths.data_dir) at a folder holding {spec.folder}/raw/."
             )
     images_name, labels_name = SPLIT_FILES[split]
     images = read_idx(_find(raw_dir, images_name), spec.md5[images_name])
     labels = read_idx(_find(raw_dir, labels_name), spec.md5[labels_name]).long()
     if images.shape[0] != labels.shape[0]:
         raise DatasetError(
-            f"{raw_dir}: {images.shape[0]} images but {labels.shape[0]} labels in the {split} "
-            "split."
+            f"{raw_dir}: {images.shape[0]} images but {labels.shape[0]} labels in the "
+            f"{split} split."
         )
     return images, labels

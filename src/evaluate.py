@@ -26,7 +26,9 @@ def evaluate(cfg: DictConfig) -> dict:
     from src.runs.checkpoints import load_checkpoint
     from src.sampling import generate, requested_labels
     from src.utils import write_json_atomic
+    from src.utils.schema import check_schema
 
+    check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
     model.to(cfg.device)
     data = ImageDataModule(

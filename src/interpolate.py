@@ -14,23 +14,15 @@ import hydra
 from omegaconf import DictConfig
 
 from src.utils import ConfigError, register_resolvers
+from src.utils.schema import check_schema
 
 register_resolvers()
 
 
 def _check(cfg: DictConfig) -> None:
-    for key in ("pairs", "steps", "walk_rows", "walk_steps", "walk_samples"):
-        if not isinstance(cfg[key], int) or cfg[key] < (2 if key.endswith("steps") else 1):
-            raise ConfigError(
-                f"{key}={cfg[key]}: must be an integer >= {2 if key.endswith('steps') else 1}"
-            )
-    for key in ("from_class", "to_class"):
-        if not isinstance(cfg[key], int) or not 0 <= cfg[key] <= 9:
-            raise ConfigError(f"{key}={cfg[key]}: must be a class index in 0..9")
+    check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
     if cfg.from_class == cfg.to_class:
         raise ConfigError(f"from_class and to_class must differ (both {cfg.from_class})")
-    if not cfg.walk_scale > 0:
-        raise ConfigError(f"walk_scale={cfg.walk_scale}: must be > 0")
 
 
 def interpolate(cfg: DictConfig) -> dict:

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.utils import ConfigError, register_resolvers
+from src.utils.schema import check_schema
 
 register_resolvers()
 
@@ -44,6 +45,7 @@ def sample(cfg: DictConfig) -> str:
     from src.runs.checkpoints import load_checkpoint
     from src.sampling import generate, save_grid, to_uint8
 
+    check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
     out = Path(cfg.out)
     if out.suffix not in (".npz", ".png"):
         raise ConfigError(

@@ -12,7 +12,8 @@ from src.utils import ConfigError
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict:
-    """The checkpoint dict at ``ckpt_path``, or a ConfigError naming the path and the problem."""
+    """The dict of a checkpoint written by src/train.py, or a one-line ConfigError naming the path
+    and what is wrong with it (missing, truncated, corrupt, or some other file)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(
@@ -20,19 +21,26 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
             "<run>/checkpoints/last.ckpt)"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(f"ckpt_path={path}: not a readable PyTorch checkpoint ({err})") from err
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch's messages for a truncated zip, a text file, random bytes …
+        # the first sentence of torch's message is the informative part
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise ConfigError(
+            f"ckpt_path={path}: not a readable PyTorch checkpoint, truncated or corrupt ({reason})"
+        ) from err
+    if not isinstance(checkpoint, dict) or not {"state_dict", "run_config"} <= checkpoint.keys():
+        is_dict = isinstance(checkpoint, dict)
+        found = f"keys {list(checkpoint)[:5]}" if is_dict else f"a {type(checkpoint).__name__}"
+        raise ConfigError(
+            f"ckpt_path={path}: a PyTorch file, but not a checkpoint written by src/train.py (it "
+            f"holds {found}; a run's checkpoint has state_dict and run_config)"
+        )
+    return checkpoint
 
 
 def load_checkpoint(ckpt_path: str | Path):
     """(model in eval mode, the run's resolved config) of ``ckpt_path``; clear errors if bad."""
     checkpoint = read_checkpoint(ckpt_path)
-    if "run_config" not in checkpoint or "state_dict" not in checkpoint:
-        raise ConfigError(
-            f"ckpt_path={ckpt_path}: not a checkpoint written by src/train.py (no run_config "
-            "inside)"
-        )
     run_cfg = OmegaConf.create(checkpoint["run_config"])
     model = instantiate(run_cfg.model)
     model.load_state_dict(checkpoint["state_dict"])

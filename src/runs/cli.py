@@ -26,10 +26,14 @@ USER_ERRORS = (
 )
 
 
-def _root_cause(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return str(err)
+def user_message(err: BaseException) -> str:
+    """The line to show: the innermost of this project's own errors in the chain (they name the key
+    or file), else the root cause (a constructor's check under Hydra's InstantiationException)."""
+    chain = [err]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    own = [e for e in chain if isinstance(e, (ConfigError, DatasetError, ClassifierError))]
+    return str(own[-1] if own else chain[-1])
 
 
 def report_user_errors(
@@ -41,7 +45,7 @@ def report_user_errors(
     try:
         result = action(cfg)
     except USER_ERRORS as err:
-        message = _root_cause(err)
+        message = user_message(err)
         log.error("error: %s", message)
         if is_multirun():
             return None

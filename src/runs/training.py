@@ -154,6 +154,7 @@ def train(cfg: DictConfig) -> dict:
     if previous is not None:
         log.info("skipping: %s already completed with these overrides", output_dir)
         return previous
+    validate_config(cfg)  # before threads and seed are set: a bad value of theirs is one clear line
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     if cfg.get("seed") is not None:

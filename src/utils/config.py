@@ -64,7 +64,11 @@ def _choice(cfg: DictConfig, group: str) -> str:
 
 
 def validate_config(cfg: DictConfig) -> type:
-    """Check that model, loss and arch fit together; return the model class."""
+    """Check that model, loss and arch fit together and that every key has an allowed type and
+    value (src/utils/schema.py); return the model class."""
+    from src.utils.schema import check_schema  # imported here: its rules read src.data, src.models
+
+    check_schema(cfg)  # first: a value of the wrong type gets its own message, not a knock-on one
     target = OmegaConf.select(cfg, "model._target_")
     if target is None:
         raise ConfigError(
@@ -104,9 +108,8 @@ def check_paths(cfg: DictConfig) -> None:
     spec = DATASETS.get(cfg.data.dataset)
     if spec is None:
         raise ConfigError(
-            f"data.dataset={cfg.data.dataset!r} is unknown; allowed: {sorted(DATASETS)} (data= one "
-            "of "
-            f"{_options('data')})"
+            f"data.dataset={cfg.data.dataset!r} is unknown; allowed: {sorted(DATASETS)} "
+            f"(data= one of {_options('data')})"
         )
     # a missing folder is an error, except the project's own data/ (created for the first download)
     if (
@@ -116,15 +119,14 @@ def check_paths(cfg: DictConfig) -> None:
     ):
         raise ConfigError(
             f"paths.data_dir={data_dir} does not exist; set DATA_DIR (or paths.data_dir) to the "
-            "folder "
-            f"holding {spec.folder}/raw/"
+            f"folder holding {spec.folder}/raw/"
         )
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         from src.runs.checkpoints import read_checkpoint  # imported here: it imports src.utils
 
         path = Path(ckpt_path)
-        saved = read_checkpoint(path).get("run_config") or {}
+        saved = read_checkpoint(path)["run_config"]
         saved_model = (saved.get("model") or {}).get("_target_")
         if saved_model and saved_model != cfg.model._target_:
             raise ConfigError(

@@ -47,6 +47,7 @@ def evaluate(cfg: DictConfig) -> dict:
         kid_subsets=cfg.kid_subsets,
         kid_subset_size=cfg.kid_subset_size,
         seed=cfg.seed,
+        nearest_k=cfg.nearest_k,
     )
     requested = requested_labels(model, cfg.n_samples)
     result = scores.score(

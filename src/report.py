@@ -27,6 +27,8 @@ MODEL_NAMES = {
     "WGANGP": "WGAN-GP",
     "CGAN": "cGAN",
 }  # class name -> report name
+# quality (precision, density) and diversity (recall, coverage): src/metrics/manifold.py
+MANIFOLD_SCORES = ("precision", "recall", "density", "coverage")
 CHOICE_NAMES = {
     "gan": "GAN",
     "ebgan": "EBGAN",
@@ -46,6 +48,7 @@ COLUMNS = [
     "optimD",
     "optimG",
     "lr",
+    "seed",
     "status",
     "wall_time_s",
     "is",
@@ -53,6 +56,10 @@ COLUMNS = [
     "fid",
     "kid",
     "modes_covered",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
     "overrides",
     "folder",
 ]
@@ -92,6 +99,7 @@ def collect(folder: Path) -> list[dict]:
                 "optimD": _optimizer_name(cfg.model.get("optimizer_d")),
                 "optimG": _optimizer_name(cfg.model.get("optimizer_g")),
                 "lr": cfg.model.optimizer_g.lr if cfg.model.get("optimizer_g") else "",
+                "seed": cfg.get("seed", ""),
                 "status": result.get("status", "no metrics.json (crashed or running)"),
                 "wall_time_s": result.get("wall_time_s", ""),
                 "is": metrics.get("val/is", ""),
@@ -99,6 +107,7 @@ def collect(folder: Path) -> list[dict]:
                 "fid": metrics.get("val/fid", ""),
                 "kid": metrics.get("val/kid", ""),
                 "modes_covered": metrics.get("val/modes_covered", ""),
+                **{key: metrics.get(f"val/{key}", "") for key in MANIFOLD_SCORES},
                 "overrides": " ".join(overrides),
                 "folder": str(job_dir),
             }
@@ -119,6 +128,15 @@ def collect(folder: Path) -> list[dict]:
                     }
                 )
     return rows
+
+
+def _mean_std(values: list[float]) -> str:
+    """'mean ± sample std' (just the value for a single run; '' for none)."""
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _scored(rows, model=None, key="is"):
@@ -153,6 +171,10 @@ def headline(rows: list[dict], is_threshold: float) -> list[dict]:
                 )
                 if runs
                 else 0.0,
+                **{
+                    key: _mean_std([r[key] for r in _scored(rows, model, key)])
+                    for key in MANIFOLD_SCORES
+                },
             }
         )
     return out
@@ -200,6 +222,31 @@ def _histograms(rows, key, path, title, lower_is_better=False):
         ax.set_ylabel("runs")
         ax.legend()
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
+def _precision_recall(rows, path):
+    """Precision vs recall (and density vs coverage), a point per completed run, by model."""
+    plt = _pyplot()
+
+    models = [m for m in MODEL_NAMES.values() if _scored(rows, m, "precision")]
+    if not models:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    for ax, (x, y) in zip(axes, (("recall", "precision"), ("coverage", "density")), strict=True):
+        for model in models:
+            runs = [r for r in _scored(rows, model, x) if isinstance(r[y], float)]
+            ax.scatter([r[x] for r in runs], [r[y] for r in runs], alpha=0.7, label=model)
+        ax.set_xlabel(f"{x} (diversity)")
+        ax.set_ylabel(f"{y} (quality)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_xlim(0, 1)
+    axes[0].set_ylim(0, 1)
+    fig.suptitle("One point per run; k-NN manifolds of the pinned classifier's features (k = 5)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -280,6 +327,7 @@ def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> d
         "fid_histograms.png": _histograms(
             rows, "fid", out / "fid_histograms.png", "FID over the grid", True
         ),
+        "precision_recall.png": _precision_recall(rows, out / "precision_recall.png"),
         "gan_optimizers.png": _gan_optimizers(rows, out / "gan_optimizers.png"),
         "best_samples.png": _best_samples(rows, out / "best_samples.png"),
     }
@@ -288,10 +336,10 @@ def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> d
         "",
         f"Sweeps: {', '.join(str(f) for f in folders)}",
         "",
-        "IS / FID / KID from the project's pinned MNIST classifier (src/metrics); real MNIST test "
-        "digits score "
-        "IS 9.80. `share IS >= t` counts over all runs of the model, failed and missing ones "
-        "included.",
+        "IS / FID / KID and precision / recall / density / coverage (k = 5) from the project's "
+        "pinned MNIST classifier (src/metrics); real MNIST test digits score IS 9.80. `share IS "
+        ">= t` counts over all runs of the model, failed and missing ones included; the last four "
+        "columns are mean ± std over the completed runs.",
         "",
     ]
     if summary:

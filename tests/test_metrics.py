@@ -65,6 +65,7 @@ def test_real_test_digits_score_high_and_match_themselves(mnist_scores, mnist_te
     assert result["is"] >= 9.5
     assert result["fid"] == pytest.approx(0.0, abs=1e-3)
     assert result["modes_covered"] == 10 and result["max_class_share"] < 0.12
+    assert result["precision"] == result["recall"] == result["coverage"] == 1.0
 
 
 def test_class_match_is_the_share_classified_as_requested(mnist_scores, mnist_test):
@@ -102,12 +103,18 @@ def test_noise_scores_near_one_with_a_huge_fid(mnist_scores, data_dir):
         noise_result["fid"] > 50 * real_result["fid"]
         and noise_result["kid"] > 50 * real_result["kid"]
     )
+    # held-out digits lie on the test digits' manifold and cover it; noise does neither
+    assert real_result["precision"] > 0.7 and real_result["recall"] > 0.7
+    assert real_result["coverage"] > 0.7 and 0.7 < real_result["density"] < 1.3
+    assert noise_result["precision"] == noise_result["coverage"] == noise_result["density"] == 0
 
 
 def test_a_single_repeated_digit_is_caught_by_mode_coverage(mnist_scores, mnist_test):
     collapsed = mnist_test[0][:1].unsqueeze(1).expand(3000, -1, -1, -1)
     result = mnist_scores.score(collapsed)
     assert result["modes_covered"] == 1 and result["max_class_share"] == 1.0
+    # one real digit, copied: perfectly "precise", no recall
+    assert result["precision"] == 1.0 and result["recall"] < 0.001 and result["coverage"] < 0.01
     assert result["is"] == pytest.approx(1.0, abs=1e-3)
 
 

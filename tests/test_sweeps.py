@@ -122,6 +122,15 @@ def test_tiny_multirun_reports_resumes_and_survives_divergence(tmp_path, data_di
     assert "diverged" in markdown and "| EBGAN |" in markdown
     assert (tmp_path / "report" / "is_histograms.png").is_file()
     assert (tmp_path / "report" / "best_samples.png").is_file()
+    # quality and diversity apart: per run in runs.csv, mean ± std per model, the scatter
+    completed = [r for r in rows if r["status"] == "completed"]
+    assert all(
+        0 <= float(r[k]) <= 1 for r in completed for k in ("precision", "recall", "coverage")
+    )
+    values = [float(r["recall"]) for r in completed]
+    mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2**0.5
+    assert report["summary"][0]["recall"] == f"{mean:.3f} ± {std:.3f}"
+    assert (tmp_path / "report" / "precision_recall.png").is_file()
 
     # a second launch: completed runs are skipped (their results untouched), diverged ones run again
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}

@@ -13,8 +13,10 @@ from src.sampling import generate, requested_labels
 
 class GenerativeMetrics(Callback):
     """Logs ``val/is``, ``val/is_std``, ``val/fid``, ``val/kid``, ``val/kid_std``,
-    ``val/modes_covered`` and ``val/max_class_share`` after every ``every_n_epochs``-th training
-    epoch and the last one; the real set is the first ``n_real`` images of the test split. A
+    ``val/precision``, ``val/recall``, ``val/density``, ``val/coverage`` (k-NN balls of
+    ``nearest_k``), ``val/modes_covered`` and ``val/max_class_share`` after every
+    ``every_n_epochs``-th training epoch and the last one; the real set is the first ``n_real``
+    images of the test split. A
     class-conditional model is asked for every class equally and also gets ``val/class_match`` (the
     share of samples the classifier assigns to the requested class), and per class
     ``val/class_match_<c>``."""
@@ -28,11 +30,12 @@ class GenerativeMetrics(Callback):
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         seed: int = 0,
+        nearest_k: int = 5,
     ):
-        if every_n_epochs < 1 or n_samples < 2 or n_real < 2:
+        if every_n_epochs < 1 or n_samples < 2 or n_real < 2 or not 1 <= nearest_k < n_samples:
             raise ValueError(
-                "callbacks.generative_metrics: every_n_epochs >= 1, n_samples >= 2 and "
-                "n_real >= 2 needed"
+                "callbacks.generative_metrics: every_n_epochs >= 1, n_samples >= 2, n_real >= 2 "
+                "and 1 <= nearest_k < n_samples needed"
             )
         self.dataset = dataset
         self.every_n_epochs = every_n_epochs
@@ -41,6 +44,7 @@ class GenerativeMetrics(Callback):
         self.kid_subsets = kid_subsets
         self.kid_subset_size = kid_subset_size
         self.seed = seed
+        self.nearest_k = nearest_k
         self.scores: GenerativeScores | None = None
 
     def _scores(self, trainer, pl_module) -> GenerativeScores:
@@ -54,6 +58,7 @@ class GenerativeMetrics(Callback):
                 kid_subsets=self.kid_subsets,
                 kid_subset_size=self.kid_subset_size,
                 seed=self.seed,
+                nearest_k=self.nearest_k,
             )
         return self.scores
 

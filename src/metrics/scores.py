@@ -1,9 +1,11 @@
-"""IS, FID, KID and mode coverage of generated images: torchmetrics on the pinned classifier.
+"""IS, FID, KID, precision / recall, density / coverage and mode coverage of generated images, all
+on the pinned classifier.
 
 The classifier's conv trunk runs once per image; its 128-d penultimate activations (scaled to unit
-RMS on real data) are what FID and KID compare (``feature=`` an identity module) and what the
-inception score's ``feature=`` module (the classifier's last linear layer) turns into class logits.
-One forward pass serves all three scores.
+RMS on real data) are what FID and KID compare (torchmetrics, ``feature=`` an identity module), what
+the inception score's ``feature=`` module (the classifier's last linear layer) turns into class
+logits, and where the k-NN manifolds of precision / recall and density / coverage live
+(``src.metrics.manifold``). One forward pass serves all the scores.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
 
 from src.metrics.classifier import NUM_FEATURES, load_classifier, to_classifier_input
+from src.metrics.manifold import ManifoldScores
 
 # a class "is covered" when it gets at least this share of the samples (a tenth of uniform's 10 %)
 COVERAGE_THRESHOLD = 0.01
@@ -55,6 +58,7 @@ class GenerativeScores:
         kid_subset_size: int = 1000,
         batch_size: int = 1000,
         seed: int = 0,
+        nearest_k: int = 5,
     ):
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -77,9 +81,12 @@ class GenerativeScores:
         for metric in (self.inception, self.fid, self.kid):
             metric.to(self.device)
         self.num_real = real_images.shape[0]
+        real_features = []
         for features in self._features(real_images):
             self.fid.update(features, real=True)
             self.kid.update(features, real=True)
+            real_features.append(features)
+        self.manifold = ManifoldScores(torch.cat(real_features), k=nearest_k)
 
     @torch.no_grad()
     def _features(self, images: torch.Tensor):
@@ -89,9 +96,9 @@ class GenerativeScores:
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, requested_labels: torch.Tensor | None = None) -> dict:
-        """IS, FID, KID, mode coverage; with ``requested_labels`` (the classes a conditional G was
-        asked for) also ``class_match``, the share classified as requested, overall and per
-        requested class."""
+        """IS, FID, KID, precision, recall, density, coverage and mode coverage; with
+        ``requested_labels`` (the classes a conditional G was asked for) also ``class_match``, the
+        share classified as requested, overall and per requested class."""
         if requested_labels is not None and requested_labels.shape != (images.shape[0],):
             raise ValueError(
                 f"requested_labels must have shape ({images.shape[0]},), got "
@@ -99,17 +106,17 @@ class GenerativeScores:
             )
         for metric in (self.inception, self.fid, self.kid):
             metric.reset()  # real features survive (reset_real_features=False)
-        predicted = []
+        predicted, fake_features = [], []
         for features in self._features(images):
             self.inception.update(features)
             self.fid.update(features, real=False)
             self.kid.update(features, real=False)
             predicted.append(self.classifier.logits_from_features(features).argmax(1))
+            fake_features.append(features)
         n = images.shape[0]
         self.kid.subset_size = min(self.kid_subset_size, n, self.num_real)
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # IS/KID draw random subsets: fixed, and training RNG untouched
+        # IS and KID draw random subsets: seeded, and the training RNG left untouched
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             is_mean, is_std = self.inception.compute()
             kid_mean, kid_std = self.kid.compute()
@@ -125,6 +132,7 @@ class GenerativeScores:
             "modes_covered": int((share >= COVERAGE_THRESHOLD).sum()),
             "max_class_share": share.max().item(),
             "class_share": [round(s, 4) for s in share.tolist()],
+            **self.manifold.score(torch.cat(fake_features)),
         }
         if requested_labels is not None:
             result.update(class_match_scores(predicted, requested_labels.cpu()))

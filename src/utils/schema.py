@@ -248,6 +248,7 @@ def schema() -> dict[str, Rule]:
         "callbacks.generative_metrics.kid_subsets": integer(1),
         "callbacks.generative_metrics.kid_subset_size": integer(2),
         "callbacks.generative_metrics.seed": SEED,
+        "callbacks.generative_metrics.nearest_k": integer(1),
         # loggers
         "logger.wandb.log_model": boolean(also=("all",)),
         "logger.tensorboard.default_hp_metric": boolean(),
@@ -256,6 +257,7 @@ def schema() -> dict[str, Rule]:
         "n_real": integer(2),
         "kid_subsets": integer(1),
         "kid_subset_size": integer(2),
+        "nearest_k": integer(1),
         "n": integer(1),
         "class": integer(0, nullable=True),
         "pairs": integer(1),

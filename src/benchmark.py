@@ -294,9 +294,8 @@ def main(argv=None) -> dict:
             datamodule = instantiate(cfg.data)
             datamodule.setup("fit")
             torch.manual_seed(0)
-            flops = step_flops(
-                instantiate(cfg.model), datamodule
-            )  # eager fp32 nets: the work a step asks for
+            # eager fp32 nets: the work a step asks for
+            flops = step_flops(instantiate(cfg.model), datamodule)
             model = instantiate(cfg.model)
             model.setup("fit")  # model.compile=true compiles here, as in the Lightning loop
             best = best_rounds(cfg, cfg_bar, datamodule, model, args)

@@ -19,10 +19,8 @@ def main(cfg: DictConfig) -> float | None:
     from src.runs.cli import report_user_errors
     from src.runs.training import train
 
-    for name in (
-        "lightning.pytorch",
-        "lightning.fabric",
-    ):  # Hydra's handlers already print and file these
+    # Hydra's handlers already print and file these
+    for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
 
     metrics = report_user_errors(train, cfg, key="metrics")

@@ -95,9 +95,8 @@ def test_no_nvml_probe_per_optimizer_step_without_an_nvidia_driver():
 
     try:
         ctypes.CDLL("libnvidia-ml.so.1")
-    except (
-        OSError
-    ):  # no driver: each torch.cuda.is_available() (once per Adam.step) would retry loading it
+    # no driver: each torch.cuda.is_available() (once per Adam.step) would retry loading it
+    except OSError:
         assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "0"
     else:
         assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"

@@ -101,9 +101,8 @@ def test_arch_without_the_needed_discriminator_is_named(make_cfg):
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 def test_wgan_gp_refuses_a_batch_norm_critic_and_names_the_fix(make_cfg, arch):
-    deep = (
-        ["arch.nLayerD=3"] if arch == "mlp" else []
-    )  # a 2-layer MLP D has no normalised layer at all
+    # a 2-layer MLP D has no normalised layer at all
+    deep = ["arch.nLayerD=3"] if arch == "mlp" else []
     with pytest.raises(
         Exception, match="needs a critic without batch norm .* arch.critic_norm=layer"
     ):

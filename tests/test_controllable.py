@@ -190,6 +190,5 @@ def test_unconditional_checkpoint_refuses_a_class_and_names_missing_classes(
         "of 5 generated samples are classified as 1 (need 10); samples per class: ["
         in walked.stderr
     )
-    assert (
-        tmp_path / "interpolations" / "linear.png"
-    ).is_file()  # the interpolations were written before
+    # the interpolations were written before
+    assert (tmp_path / "interpolations" / "linear.png").is_file()

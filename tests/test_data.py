@@ -65,9 +65,8 @@ def test_wrong_content_fails_the_checksum(tmp_path, data_dir):
     content = bytearray(gzip.decompress(target.read_bytes()))
     content[100] = (content[100] + 1) % 10  # one flipped label: valid IDX, wrong data
     target.unlink()
-    (raw / "t10k-labels-idx1-ubyte").write_bytes(
-        bytes(content)
-    )  # uncompressed files are accepted too
+    # uncompressed files are accepted too
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(content))
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte: checksum mismatch"):
         load_split("mnist", tmp_path, "test", allow_download=False)
 

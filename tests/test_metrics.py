@@ -170,9 +170,8 @@ def test_training_logs_the_scores_and_the_clis_work_on_its_checkpoint(make_cfg, 
 
     cli("evaluate.py", "n_samples=300", "n_real=500", "kid_subset_size=100", "kid_subsets=5")
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
-    assert evaluation["fid"] == pytest.approx(
-        result["metrics"]["val/fid"], rel=1e-4
-    )  # same latents, same net
+    # same latents, same net
+    assert evaluation["fid"] == pytest.approx(result["metrics"]["val/fid"], rel=1e-4)
     cli("sample.py", "n=50", f"out={tmp_path / 's.npz'}")
     images = np.load(tmp_path / "s.npz")["images"]
     assert images.shape == (50, 1, 28, 28) and images.dtype == np.uint8 and images.max() > 100

@@ -27,13 +27,14 @@ def named_grads(module):
 
 @pytest.mark.parametrize(("model_name", "arch"), MODELS)
 def test_d_step_touches_only_d_and_g_step_only_g(make_cfg, model_name, arch):
+    # a G step on the one batch
     cfg = make_cfg(
         f"model={model_name}",
         f"arch={arch}",
         "trainer.limit_train_batches=1",
         "trainer.limit_val_batches=0",
         "model.d_steps_per_g_step=1",
-    )  # a G step on the one batch
+    )
     datamodule, model, trainer = instantiate_all(cfg)
     steps = []
     original_backward = model.manual_backward
@@ -275,9 +276,8 @@ def test_mlp_nets_follow_the_paper_grid_layout():
     ]
     assert not layers(classifier, torch.nn.BatchNorm1d) and not layers(classifier, torch.nn.Dropout)
     assert abs(generator.out.weight.std().item() - 0.02) < 0.002
-    assert (
-        abs(layers(classifier, torch.nn.Linear)[0].weight.std().item() - 0.002) < 0.0002
-    )  # 12 544 weights
+    # 12 544 weights
+    assert abs(layers(classifier, torch.nn.Linear)[0].weight.std().item() - 0.002) < 0.0002
 
 
 def test_divergence_between_checks_is_caught_on_the_epochs_last_batch(make_cfg, tmp_path):

@@ -28,9 +28,8 @@ class SampleGrid(Callback):
         self.columns = int(n_samples**0.5)
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        seeded = torch.Generator().manual_seed(
-            self.seed
-        )  # on the CPU: the same latents on every device
+        # on the CPU: the same latents on every device
+        seeded = torch.Generator().manual_seed(self.seed)
         n = self.n_samples
         if pl_module.num_classes:  # one column per class, so each column shows one requested class
             self.columns = pl_module.num_classes

@@ -139,9 +139,8 @@ class ImageDataModule(LightningDataModule):
         )
         self.splits["test"] = (resize_uint8(test_images, self.image_size), test_labels)
         top_label = int(max(labels.max(), test_labels.max()))
-        if (
-            top_label >= self.num_classes
-        ):  # conditional nets one-hot encode labels into num_classes slots
+        # conditional nets one-hot encode labels into num_classes slots
+        if top_label >= self.num_classes:
             raise ValueError(
                 f"data.num_classes={self.num_classes}, but {self.dataset} has label {top_label}"
             )

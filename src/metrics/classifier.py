@@ -45,9 +45,8 @@ class DigitClassifier(nn.Module):
                 nn.MaxPool2d(2),
             ]
 
-        self.conv = nn.Sequential(
-            *stage(1, 32), *stage(32, 64), *stage(64, 128)
-        )  # 28 -> 14 -> 7 -> 3
+        # 28 -> 14 -> 7 -> 3
+        self.conv = nn.Sequential(*stage(1, 32), *stage(32, 64), *stage(64, 128))
         self.embed = nn.Sequential(
             nn.Flatten(), nn.Linear(128 * 3 * 3, NUM_FEATURES), nn.ReLU(inplace=True)
         )

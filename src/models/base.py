@@ -182,13 +182,11 @@ class AdversarialModel(LightningModule):
         # the batch index, not a process counter: a resumed epoch keeps the same G-step batches
         generator_steps = (batch_idx + 1) % self.d_steps_per_g_step == 0
 
-        with torch.set_grad_enabled(
-            generator_steps
-        ):  # G's graph is kept only when the G step will use it
+        # G's graph is kept only when the G step will use it
+        with torch.set_grad_enabled(generator_steps):
             fake = self(self.sample_latent(real.shape[0]), labels)
-        loss_d, logs_d = self.discriminator_loss(
-            real, fake.detach(), labels
-        )  # detached: no grads reach G
+        # detached: no grads reach G
+        loss_d, logs_d = self.discriminator_loss(real, fake.detach(), labels)
         self._update(optimizer_d, loss_d, "discriminator loss", check)
         self.after_discriminator_step(logs_d)
 
@@ -223,9 +221,8 @@ class AdversarialModel(LightningModule):
         # self.log on every step costs more than a small MLP step: only on the trainer's interval
         if self._trainer is None:  # outside a Trainer (benchmarks, notebooks) nothing is logged
             return False
-        return (
-            self.train_batches_seen % max(self.trainer.log_every_n_steps, 1) == 0
-        )  # when Lightning writes logs
+        # when Lightning writes logs
+        return self.train_batches_seen % max(self.trainer.log_every_n_steps, 1) == 0
 
     def _raise_if_not_finite(self, loss: torch.Tensor, name: str) -> None:
         if not torch.isfinite(loss.detach()).all():
@@ -257,12 +254,10 @@ class AdversarialModel(LightningModule):
         # latents seeded per batch: every epoch is validated on the same z, and validation never
         # draws from the training RNG (how often it runs must not change the trained weights)
         seeded = torch.Generator(device=self.device).manual_seed(VALIDATION_SEED + batch_idx)
-        fake = self(
-            self.sample_latent(real.shape[0], generator=seeded), labels
-        )  # G in eval mode, as when sampling
-        with batch_statistics(
-            self.discriminator
-        ):  # D as it is trained: real and fake normalised apart
+        # G in eval mode, as when sampling
+        fake = self(self.sample_latent(real.shape[0], generator=seeded), labels)
+        # D as it is trained: real and fake normalised apart
+        with batch_statistics(self.discriminator):
             logs = self.validation_values(real, fake, labels)
         self.log_dict(
             {f"val/{k}": v for k, v in logs.items()},

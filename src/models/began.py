@@ -64,9 +64,8 @@ class BEGAN(AdversarialModel):
         self.register_buffer("k", torch.tensor(float(k_init)))
         self.register_buffer("best_convergence", torch.tensor(math.inf))
         self.register_buffer("epochs_without_improvement", torch.tensor(0))
-        self.register_buffer(
-            "convergence_sum", torch.tensor(0.0)
-        )  # this epoch's running sum of M_global
+        # this epoch's running sum of M_global
+        self.register_buffer("convergence_sum", torch.tensor(0.0))
         self.register_buffer("convergence_count", torch.tensor(0))
 
     def reconstruction_loss(self, images: torch.Tensor) -> torch.Tensor:

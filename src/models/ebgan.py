@@ -56,9 +56,8 @@ class EBGAN(AdversarialModel):
         fake_energy, embedding = self.energies(fake)
         loss = ebgan_generator_loss(fake_energy)
         logs = {"loss_g": loss.detach()}
-        if (
-            self._is_log_step()
-        ):  # a mode-collapse diagnostic only: the PT never enters plain EBGAN's loss
+        # a mode-collapse diagnostic only: the PT never enters plain EBGAN's loss
+        if self._is_log_step():
             logs["pt"] = pulling_away_term(embedding.detach())
         return loss, logs
 

@@ -45,9 +45,8 @@ def _norm2d(norm: str, channels: int) -> nn.Module:
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "layer":
-        return nn.GroupNorm(
-            1, channels
-        )  # one group = layer norm over (C, H, W), with a per-channel affine
+        # one group = layer norm over (C, H, W), with a per-channel affine
+        return nn.GroupNorm(1, channels)
     if norm == "none":
         return nn.Identity()
     raise ValueError(f"norm must be one of ('batch', 'layer', 'none'), got {norm!r}")

@@ -175,10 +175,8 @@ def train(cfg: DictConfig) -> dict:
             {"message": str(err), "loss": err.loss_name, "batch": err.batch, "epoch": err.epoch},
         )
         log.error("run diverged: %s; the last checkpoint (if any) holds the last good weights", err)
-    except (
-        KeyboardInterrupt,
-        SystemExit,
-    ) as err:  # Lightning turns Ctrl-C into sys.exit(1) after its teardown
+    # Lightning turns Ctrl-C into sys.exit(1) after its teardown
+    except (KeyboardInterrupt, SystemExit) as err:
         status, failure, reraise = "interrupted", {"message": f"{type(err).__name__}: {err}"}, err
     except Exception as err:  # recorded, then re-raised unless a sweep must go on
         status, failure = "failed", {"message": f"{type(err).__name__}: {err}"}

@@ -1,0 +1,260 @@
+"""A population step of member k equals the same step of member k's own model (GAN, EBGAN and
+EBGAN-PT; members of different widths, zero-padded, learning rates, margins, PT weights):
+
+- gradients of both steps, for every optimizer mix, equal each member's own (<= 1e-5 relative);
+- the stacked optimizer, given the same gradients, steps as torch.optim.Adam / SGD do;
+- whole steps with SGD (no normalisation to amplify rounding) equal the members' own steps, and
+  zero padding stays exactly zero.
+
+(Whole Adam steps are not compared parameter by parameter: Adam divides by sqrt(v) + 1e-8, so a
+gradient entry of ~1e-8 whose last digits differ between two correct matmul orders moves by a
+visibly different amount; the gradient and optimizer tests pin down both halves instead.)"""
+
+import copy
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from src.models.base import frozen
+from src.population.optim import MemberOptimizer, StackedOptimizer
+from src.population.stacked import StackedMLP
+from src.population.step import Population
+
+# three members of one grid cell's depth, with different widths and knobs
+MEMBERS = [
+    ["arch.sizeG=32", "arch.sizeD=16", "seed=1"],
+    ["arch.sizeG=24", "arch.sizeD=24", "seed=2", "model.optimizer_g.lr=0.003"],
+    ["arch.sizeG=32", "arch.sizeD=8", "seed=3", "model.optimizer_d.lr=0.0005"],
+]
+KNOBS = {
+    "gan": [[], [], []],
+    "ebgan": [["model.margin=10"], ["model.margin=5"], ["model.margin=20"]],
+    "ebgan_pt": [["model.pt_weight=0.1"], ["model.pt_weight=1.0"], ["model.pt_weight=0.0"]],
+}
+SGD = ["optimizer@model.optimizer_d=sgd", "optimizer@model.optimizer_g=sgd"]
+OPTIMIZERS = {
+    "adam": [[], [], []],
+    "sgd": [SGD, SGD, [*SGD, "model.optimizer_d.momentum=0.9"]],
+    "mixed": [["optimizer@model.optimizer_d=sgd"], ["optimizer@model.optimizer_g=sgd"], []],
+}
+
+
+def build_members(make_cfg, model: str, optimizer: str) -> list:
+    models = []
+    for k, overrides in enumerate(MEMBERS):
+        extra = [*overrides, *OPTIMIZERS[optimizer][k], *KNOBS[model][k]]
+        cfg = make_cfg(f"model={model}", "arch.nLayerG=3", "arch.nLayerD=3", *extra)
+        torch.manual_seed(cfg.seed)
+        models.append(instantiate(cfg.model))
+    return models
+
+
+def reference_step(model, real, z, optimizers) -> None:
+    """AdversarialModel.training_step's work for one run, without Lightning."""
+    optimizer_g, optimizer_d = optimizers
+    fake = model.generator(z)
+    loss_d, _ = model.discriminator_loss(real, fake.detach())
+    optimizer_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    optimizer_d.step()
+    with frozen(model.discriminator):
+        loss_g, _ = model.generator_loss(fake)
+        optimizer_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizer_g.step()
+
+
+def batches(size: int, steps: int, latent_dim: int = 8, batch: int = 16):
+    generator = torch.Generator().manual_seed(0)
+    return [
+        (
+            torch.rand(size, batch, 1, 28, 28, generator=generator) * 2 - 1,
+            torch.randn(size, batch, latent_dim, generator=generator),
+        )
+        for _ in range(steps)
+    ]
+
+
+def cancelled_by_batch_norm(net) -> set[str]:
+    """Linear biases that a BatchNorm1d follows, and that BN's running mean. BN subtracts the bias
+    again, so its true gradient is 0 and what it gets is rounding residue (~1e-9), which Adam
+    normalises into lr-sized steps of arbitrary sign; the running mean tracks it. Two correct
+    implementations disagree there, the member's function does not (compared on outputs)."""
+    names = set()
+    for prefix, module in net.named_modules():
+        children = list(module.named_children())
+        for (name, layer), (next_name, following) in zip(children, children[1:], strict=False):
+            if isinstance(layer, torch.nn.Linear) and isinstance(following, torch.nn.BatchNorm1d):
+                path = f"{prefix}." if prefix else ""
+                names |= {f"{path}{name}.bias", f"{path}{next_name}.running_mean"}
+    return names
+
+
+def assert_member_equals(population: Population, k: int, model, rtol: float = 1e-5) -> None:
+    probe = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    latents = torch.randn(
+        16, model.generator.latent_dim, generator=torch.Generator().manual_seed(8)
+    )
+    for stacked, net, x in (
+        (population.generator, model.generator, latents),
+        (population.discriminator, model.discriminator, probe),
+    ):
+        member = stacked.unstack(k, copy.deepcopy(net))
+        got, expected = member.state_dict(), net.state_dict()
+        for name, value in expected.items():
+            if name in cancelled_by_batch_norm(net):
+                continue
+            scale = value.abs().max().clamp_min(1e-12)
+            error = (got[name].double() - value.double()).abs().max() / scale
+            assert error <= rtol, f"member {k} {name}: relative error {error.item():.2e}"
+        # the function in training mode, where BN cancels those biases exactly (in eval mode the
+        # running mean lags them, so there the two differ by the rounding-driven bias steps)
+        outputs = [n.train()(x) for n in (member, copy.deepcopy(net))]
+        for a, b in zip(*(o if isinstance(o, tuple) else (o,) for o in outputs), strict=True):
+            error = (a - b).abs().max() / b.abs().max()
+            assert error <= rtol, f"member {k} {type(net).__name__}: {error.item():.2e}"
+
+
+def padding_is_zero(stacked: StackedMLP, widths: list[int]) -> bool:
+    """Every weight row / column and bias beyond a member's own width is still exactly 0."""
+    for layer in [*stacked.hidden, stacked.head]:
+        if not hasattr(layer, "weight") or layer.weight.dim() != 3:
+            continue
+        for k, width in enumerate(widths):
+            out_features, in_features = layer.weight.shape[1:]
+            rows = slice(width, None) if out_features == max(widths) else slice(out_features, None)
+            cols = slice(width, None) if in_features == max(widths) else slice(in_features, None)
+            if layer.weight[k, rows].abs().sum() or layer.weight[k, :, cols].abs().sum():
+                return False
+            if layer.bias[k, rows].abs().sum():
+                return False
+    return True
+
+
+def member_grads(stacked: StackedMLP, k: int, net) -> dict:
+    """Member k's slice of every stacked gradient, cut to ``net``'s shapes, by its names."""
+    stacked_layers = [m for m in [*stacked.hidden, stacked.head] if hasattr(m, "weight")]
+    own = [m for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.BatchNorm1d))]
+    names = {id(p): n for n, p in net.named_parameters()}
+    grads = {}
+    for source, target in zip(stacked_layers, own, strict=True):
+        for attr in ("weight", "bias"):
+            shape = getattr(target, attr).shape
+            grads[names[id(getattr(target, attr))]] = getattr(source, attr).grad[k][
+                tuple(slice(0, n) for n in shape)
+            ]
+    return grads
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("model", sorted(KNOBS))
+def test_population_gradients_equal_each_members_own(make_cfg, model, optimizer):
+    members = build_members(make_cfg, model, optimizer)
+    references = [copy.deepcopy(m) for m in members]
+    population = Population(members)
+    real, z = batches(len(members), steps=1)[0]
+    fake = population.generator(z)
+    population.discriminator_losses(real, fake.detach()).sum().backward()
+    with frozen(population.discriminator):
+        population.generator_losses(fake).sum().backward()
+    for k, reference in enumerate(references):
+        own_fake = reference.generator(z[k])
+        reference.discriminator_loss(real[k], own_fake.detach())[0].backward()
+        with frozen(reference.discriminator):
+            reference.generator_loss(own_fake)[0].backward()
+        for stacked, net in (
+            (population.generator, reference.generator),
+            (population.discriminator, reference.discriminator),
+        ):
+            got = member_grads(stacked, k, net)
+            skip = cancelled_by_batch_norm(net)
+            for name, param in net.named_parameters():
+                if name in skip:  # rounding residue of a zero gradient on both sides
+                    assert got[name].abs().max() < 1e-6 and param.grad.abs().max() < 1e-6
+                    continue
+                error = (got[name] - param.grad).abs().max() / param.grad.abs().max()
+                assert error <= 1e-5, f"member {k} {name}: relative error {error.item():.2e}"
+
+
+@pytest.mark.parametrize("kind", ["adam", "adam_fused", "sgd", "sgd_momentum"])
+def test_the_stacked_optimizer_steps_as_torch_does(kind):
+    generator = torch.Generator().manual_seed(0)
+    shapes, lrs = (3, 5, 4), [1e-3, 2e-4, 5e-2]
+    params = [torch.randn(*shapes[1:], generator=generator) for _ in lrs]
+    stacked = torch.nn.Parameter(torch.stack([p.clone() for p in params]))
+    singles = [torch.nn.Parameter(p.clone()) for p in params]
+    build = {
+        "adam": lambda p, lr: torch.optim.Adam([p], lr=lr, betas=(0.5, 0.999)),
+        "adam_fused": lambda p, lr: torch.optim.Adam([p], lr=lr, betas=(0.5, 0.999), fused=True),
+        "sgd": lambda p, lr: torch.optim.SGD([p], lr=lr),
+        "sgd_momentum": lambda p, lr: torch.optim.SGD([p], lr=lr, momentum=0.9),
+    }[kind]
+    torch_optimizers = [build(p, lr) for p, lr in zip(singles, lrs, strict=True)]
+    optimizer = StackedOptimizer(
+        [stacked], [MemberOptimizer.from_torch(o) for o in torch_optimizers]
+    )
+    for step in range(5):
+        # gradients over nine orders of magnitude, some below Adam's eps
+        grads = torch.randn(*shapes, generator=generator) * 10.0 ** torch.randint(
+            -10, 0, shapes, generator=generator
+        )
+        if step == 3:
+            optimizer.freeze(1)  # member 1 diverged: it keeps its weights from here on
+        stacked.grad = grads.clone()
+        optimizer.step()
+        for k, (single, torch_optimizer) in enumerate(zip(singles, torch_optimizers, strict=True)):
+            if k == 1 and step >= 3:
+                continue
+            single.grad = grads[k].clone()
+            torch_optimizer.step()
+    for k, single in enumerate(singles):
+        error = (stacked.detach()[k] - single.detach()).abs().max() / single.detach().abs().max()
+        assert error <= 1e-6, f"member {k}: relative error {error.item():.2e}"
+    assert optimizer.steps.tolist() == [5, 3, 5]
+
+
+@pytest.mark.parametrize("model", sorted(KNOBS))
+def test_whole_sgd_steps_equal_each_members_own_and_padding_stays_zero(make_cfg, model):
+    members = build_members(make_cfg, model, "sgd")
+    references = [copy.deepcopy(m) for m in members]
+    reference_optimizers = [m.configure_optimizers() for m in references]
+    population = Population(members)
+    for real, z in batches(len(members), steps=3):
+        for k, reference in enumerate(references):
+            reference_step(reference, real[k], z[k], reference_optimizers[k])
+        population.training_step(real, z, generator_step=True)
+    for k, reference in enumerate(references):
+        assert_member_equals(population, k, reference)
+    assert padding_is_zero(population.discriminator, [16, 24, 8])
+    assert padding_is_zero(population.generator, [32, 24, 32])
+    assert not population.divergences
+
+
+def test_a_diverging_member_is_frozen_and_the_others_go_on(make_cfg):
+    members = build_members(make_cfg, "ebgan", "sgd")
+    references = [copy.deepcopy(m) for m in members]
+    reference_optimizers = [m.configure_optimizers() for m in references]
+    population = Population(members)
+    (real, z), (real2, z2) = batches(3, steps=2)
+    population.training_step(real, z, generator_step=True)
+    frozen_weights = population.discriminator.head.weight[1].clone()
+    poisoned = real2.clone()
+    poisoned[1, 0, 0, 0, 0] = float("nan")  # member 1's next batch breaks its D loss
+    population.training_step(poisoned, z2, generator_step=True)
+    assert [(d.member, d.loss_name) for d in population.divergences] == [(1, "discriminator loss")]
+    assert torch.equal(population.discriminator.head.weight[1], frozen_weights)
+    assert population.active.tolist() == [True, False, True]
+    for k in (0, 2):  # the siblings took both steps exactly as they would alone
+        for step_real, step_z in ((real, z), (real2, z2)):
+            reference_step(references[k], step_real[k], step_z[k], reference_optimizers[k])
+        assert_member_equals(population, k, references[k])
+
+
+def test_members_of_different_depth_or_class_are_refused(make_cfg):
+    shallow = build_members(make_cfg, "ebgan", "adam")[:1]
+    cfg = make_cfg("model=ebgan", "arch.nLayerD=2", "arch.nLayerG=3")
+    with pytest.raises(ValueError, match="differ in depth"):
+        Population([*shallow, instantiate(cfg.model)])
+    with pytest.raises(ValueError, match="a population trains one of"):
+        Population([*shallow, instantiate(make_cfg("model=gan").model)])

@@ -258,3 +258,98 @@ def test_members_of_different_depth_or_class_are_refused(make_cfg):
         Population([*shallow, instantiate(cfg.model)])
     with pytest.raises(ValueError, match="a population trains one of"):
         Population([*shallow, instantiate(make_cfg("model=gan").model)])
+
+
+POPULATION_SWEEP = [
+    "model=ebgan",
+    "arch.nLayerG=2",
+    "arch.nLayerD=2",
+    "arch.sizeG=32",
+    "arch.latent_dim=8",
+    "data.batch_size=16",
+    "data.val_size=64",
+    "trainer.limit_train_batches=3",
+    "trainer.max_epochs=1",
+    "logger=none",
+    "callbacks.progress_bar=null",
+    "callbacks.generative_metrics.n_samples=200",
+    "callbacks.generative_metrics.n_real=300",
+    "callbacks.generative_metrics.kid_subset_size=50",
+    "callbacks.generative_metrics.kid_subsets=3",
+    # 2 widths (one zero-padded) x 2 learning rates of D; 1e30 diverges at once
+    "arch.sizeD=16,24",
+    "model.optimizer_d.lr=0.001,1e30",
+]
+
+
+def launch_population(sweep_dir, data_dir):
+    import os
+    import subprocess
+    import sys
+
+    from src.utils import PROJECT_ROOT
+
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "src" / "train.py"),
+        "-m",
+        "hydra/launcher=population",
+        f"hydra.sweep.dir={sweep_dir}",
+        *POPULATION_SWEEP,
+    ]
+    env = {**os.environ, "DATA_DIR": data_dir, "WANDB_MODE": "disabled"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_population_launcher_writes_single_run_folders_and_a_relaunch_resumes(tmp_path, data_dir):
+    import json
+    import subprocess
+    import sys
+
+    from src.report import write_report
+    from src.utils import PROJECT_ROOT
+
+    sweep_dir = tmp_path / "sweep"
+    output = launch_population(sweep_dir, data_dir)
+    assert "population of 4 EBGAN members" in output
+    results = {p.parent: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
+    assert sorted(r["status"] for r in results.values()) == ["completed"] * 2 + ["diverged"] * 2
+    for folder, result in results.items():
+        assert {"status", "failure", "wall_time_s", "epochs_completed", "optimizer_steps"} <= set(
+            result
+        )
+        assert result["population"]["size"] == 4
+        assert ("lr=1e+30" in " ".join(result["overrides"])) == (result["status"] == "diverged")
+        if result["status"] == "completed":
+            assert result["optimizer_steps"] == 6 and result["epochs_completed"] == 1
+            assert "val/fid" in result["metrics"] and "val/recall" in result["metrics"]
+            assert (folder / "samples" / "last.png").is_file()
+            assert (folder / ".hydra" / "overrides.yaml").is_file()
+    report = write_report([sweep_dir], tmp_path / "report")
+    assert len(report["rows"]) == 4
+    # a member's checkpoint is an ordinary run's: the sampling script takes it
+    member = next(f for f, r in results.items() if r["status"] == "completed")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "src" / "sample.py"),
+            f'ckpt_path="{member / "checkpoints" / "last.ckpt"}"',  # quoted: '=' in the path
+            "n=16",
+            f"out={tmp_path / 'grid.png'}",
+            f"hydra.run.dir={tmp_path / 'sample'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "grid.png").is_file()
+    # relaunching skips the completed members and trains the diverged ones again, together
+    stamps = {f: (f / "metrics.json").stat().st_mtime_ns for f, r in results.items()}
+    output = launch_population(sweep_dir, data_dir)
+    assert "population of 2 EBGAN members" in output
+    for folder, result in results.items():
+        unchanged = (folder / "metrics.json").stat().st_mtime_ns == stamps[folder]
+        assert unchanged == (result["status"] == "completed")

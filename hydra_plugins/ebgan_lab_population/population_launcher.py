@@ -1,0 +1,150 @@
+"""``hydra/launcher=population``: the same sweep configs and multirun command, trained stacked.
+
+Every job gets its folder and .hydra/ files from Hydra's own ``run_job``, as with the basic
+launcher. Jobs that already completed there (sweep resume) and jobs a population cannot train
+(another model or arch, a class-conditional one) run through the normal task, one by one. The
+others are grouped by what fixes their tensor shapes and schedule (model class, depths, data,
+epochs, loss options) and trained ``max_members`` at a time by src/population/run.py, which writes
+each member's results as a single run would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+#: the key of a group: what must be equal for members to share one population
+SHAPE_KEYS = (
+    "model._target_",
+    "model.d_steps_per_g_step",
+    "model.latent_distribution",
+    "arch.latent_dim",
+    "arch.nLayerG",
+    "arch.nLayerD",
+    "data",
+    "loss",
+    "trainer.max_epochs",
+    "trainer.limit_train_batches",
+    "callbacks.generative_metrics",
+    "callbacks.sample_grid.n_samples",
+    "callbacks.sample_grid.every_n_epochs",
+    "torch_threads",
+)
+
+
+def stackable(cfg: DictConfig) -> bool:
+    """Whether src/population trains this job: GAN / EBGAN / EBGAN-PT on the MLP nets."""
+    from src.population.step import SUPPORTED
+
+    model = str(cfg.model._target_).rsplit(".", 1)[-1]
+    generator = str(OmegaConf.select(cfg, "arch.generator._target_") or "")
+    return model in SUPPORTED and generator.endswith("MLPGenerator")
+
+
+def group_key(cfg: DictConfig) -> str:
+    """The values of SHAPE_KEYS, as text: jobs with equal keys share a population."""
+    values = {}
+    for key in SHAPE_KEYS:
+        value = OmegaConf.select(cfg, key)
+        values[key] = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+class PopulationLauncher(Launcher):
+    def __init__(self, max_members: int = 64) -> None:
+        super().__init__()
+        if max_members < 1:
+            raise ValueError(f"hydra.launcher.max_members must be >= 1, got {max_members}")
+        self.max_members = max_members
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def _run(self, sweep_config: DictConfig, task_function) -> JobReturn:
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=task_function,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from src.population.run import Member, train_population
+        from src.runs.training import _hydra_runtime, completed_before
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        count = len(job_overrides)
+        log.info("Launching %d jobs as populations of at most %d", count, self.max_members)
+        returns: list[JobReturn | None] = [None] * len(job_overrides)
+        groups: dict[str, list[tuple[int, Member, JobReturn]]] = {}
+        for i, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + i
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            seen: dict = {}
+
+            def describe(cfg: DictConfig, seen=seen) -> None:
+                """Run inside the job's folder: record what the population needs of it."""
+                seen["cfg"] = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+                seen["output_dir"] = Path(HydraConfig.get().runtime.output_dir)
+                seen["runtime"] = _hydra_runtime()
+
+            described = self._run(sweep_config, describe)
+            if described.status != JobStatus.COMPLETED:
+                returns[i] = described
+                continue
+            cfg = seen["cfg"]
+            done = completed_before(seen["output_dir"], seen["runtime"]["overrides"])
+            if done is not None or not stackable(cfg):
+                returns[i] = self._run(sweep_config, self.task_function)
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                continue
+            member = Member(cfg, seen["output_dir"], seen["runtime"])
+            groups.setdefault(group_key(cfg), []).append((i, member, described))
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+        for jobs in groups.values():
+            for start in range(0, len(jobs), self.max_members):
+                chunk = jobs[start : start + self.max_members]
+                train_population([member for _, member, _ in chunk])
+                for i, member, described in chunk:
+                    metric = member.cfg.get("optimized_metric")
+                    described.return_value = (
+                        member.result["metrics"].get(metric) if metric else None
+                    )
+                    returns[i] = described
+        return returns

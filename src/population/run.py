@@ -1,0 +1,233 @@
+"""Train a group of same-shape sweep jobs as one population and write every member's results where
+and as a single run (src/runs/training.py) writes them: metrics.json (same keys and statuses),
+samples/epoch_XXX.png + last.png, checkpoints/last.ckpt (its model's state_dict and run config,
+which evaluate.py, sample.py and interpolate.py read).
+
+Each member is built exactly as a single run builds it (its seed, then its model), sees the batches
+a single run with its data settings sees (the training order depends on data.split_seed and the
+epoch only), and draws its latents from its own generator seeded with its seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchvision.utils import save_image
+
+from src.data.datamodule import InMemoryBatches
+from src.population.step import Population
+from src.sampling import image_grid
+from src.utils import check_paths, validate_config, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Member:
+    """One sweep job: its resolved config, its run folder and its Hydra overrides / choices."""
+
+    cfg: DictConfig
+    output_dir: Path
+    runtime: dict = field(default_factory=lambda: {"overrides": [], "choices": {}})
+    result: dict | None = None
+
+
+def _batches_per_epoch(limit, available: int) -> int:
+    if isinstance(limit, float) and limit <= 1.0:
+        return max(1, int(available * limit))
+    return min(int(limit), available)
+
+
+def _build_member(cfg: DictConfig):
+    """What src/runs/training.py does before fit: check, seed, build the model (same init)."""
+    validate_config(cfg)
+    check_paths(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    return instantiate(cfg.model, _partial_=True)(run_config=run_config)
+
+
+def train_population(members: list[Member]) -> list[dict]:
+    """Train the members together; write and return each one's metrics.json content."""
+    started = time.time()
+    cfgs = [m.cfg for m in members]
+    first = cfgs[0]
+    if first.get("torch_threads"):
+        torch.set_num_threads(int(first.torch_threads))
+    models = [_build_member(cfg) for cfg in cfgs]
+    datamodule = instantiate(first.data)
+    datamodule.prepare_data()
+    datamodule.setup()
+    population = Population(models)
+    size = len(members)
+    log.info("population of %d %s members (%s)", size, population.kind, first.model._target_)
+
+    epoch_box = [0]
+    images, labels = datamodule.splits["train"]
+    # the order a single run's train_dataloader gives: (split_seed + 1, epoch)
+    loader = InMemoryBatches(
+        images,
+        labels,
+        datamodule.batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=datamodule.split_seed + 1,
+        epoch_fn=lambda: epoch_box[0],
+    )
+    per_epoch = _batches_per_epoch(first.trainer.limit_train_batches, len(loader))
+    latents = [torch.Generator().manual_seed(int(cfg.seed)) for cfg in cfgs]
+    callbacks = first.get("callbacks") or {}
+    scores = _scorer(callbacks.get("generative_metrics"), datamodule)
+    steps = torch.zeros(size, dtype=torch.long)
+    train_logs: list[dict] = [{} for _ in members]
+    failures: dict[int, dict] = {}
+    val_logs: list[dict] = [{} for _ in members]
+    epochs_done = torch.zeros(size, dtype=torch.long)
+    max_epochs = int(first.trainer.max_epochs)
+
+    for epoch in range(max_epochs):
+        epoch_box[0] = epoch
+        population.generator.train()
+        population.discriminator.train()
+        for batch_idx, (real, _) in enumerate(loader):
+            if batch_idx >= per_epoch:
+                break
+            z = torch.stack(
+                [
+                    model.sample_latent(real.shape[0], generator=g, device="cpu")
+                    for model, g in zip(models, latents, strict=True)
+                ]
+            )
+            generator_step = (batch_idx + 1) % population.d_steps_per_g_step == 0
+            active = population.active.clone()
+            logs = population.training_step(
+                real.unsqueeze(0).expand(size, *real.shape), z, generator_step
+            )
+            steps += active.long() * (2 if generator_step else 1)
+            for divergence in population.divergences[len(failures) :]:
+                failures[divergence.member] = {
+                    "message": f"non-finite {divergence.loss_name} at training batch "
+                    f"{epoch * per_epoch + batch_idx + 1} (epoch {epoch})",
+                    "loss": divergence.loss_name,
+                    "batch": epoch * per_epoch + batch_idx + 1,
+                    "epoch": epoch,
+                }
+            for k in range(size):
+                if bool(population.active[k]):
+                    train_logs[k].update({f"train/{n}": float(v[k]) for n, v in logs.items()})
+        alive = [k for k in range(size) if bool(population.active[k])]
+        epochs_done[alive] += 1
+        _epoch_end(
+            population, members, models, alive, epoch, max_epochs, callbacks, scores, val_logs
+        )
+
+    results = []
+    wall = time.time() - started
+    for k, member in enumerate(members):
+        result = {
+            "status": "diverged" if k in failures else "completed",
+            "failure": failures.get(k),
+            "wall_time_s": round(wall / size, 3),  # the population's time, shared by its members
+            "epochs_completed": int(epochs_done[k]),
+            "optimizer_steps": int(steps[k]),
+            "metrics": {**train_logs[k], **val_logs[k]},
+            **member.runtime,
+            "population": {"size": size, "wall_time_s": round(wall, 3)},
+        }
+        write_json_atomic(member.output_dir / "metrics.json", result)
+        member.result = result
+        results.append(result)
+    done = size - len(failures)
+    log.info("population done in %.1f s: %d completed, %d diverged", wall, done, len(failures))
+    return results
+
+
+def _scorer(metrics_cfg, datamodule):
+    if not metrics_cfg:
+        return None
+    from src.metrics.scores import GenerativeScores
+
+    real = datamodule.splits["test"][0][: metrics_cfg.n_real]
+    return GenerativeScores(
+        metrics_cfg.dataset,
+        real,
+        kid_subsets=metrics_cfg.kid_subsets,
+        kid_subset_size=metrics_cfg.kid_subset_size,
+        seed=metrics_cfg.get("seed", 0),
+        nearest_k=metrics_cfg.get("nearest_k", 5),
+    )
+
+
+@torch.no_grad()
+def _render(population: Population, z: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+    """Every member's G(z) for the same latents z [n, d], in eval mode: [K, n, 1, H, W]."""
+    population.generator.eval()
+    out = [
+        population.generator(z[start : start + chunk].unsqueeze(0).expand(population.size, -1, -1))
+        for start in range(0, z.shape[0], chunk)
+    ]
+    population.generator.train()
+    return torch.cat(out, dim=1)
+
+
+def _epoch_end(population, members, models, alive, epoch, max_epochs, callbacks, scores, val_logs):
+    """Sample grids, scores and last.ckpt of the members still alive, as the callbacks would."""
+    grid_cfg = callbacks.get("sample_grid")
+    if grid_cfg and (epoch + 1) % grid_cfg.every_n_epochs == 0:
+        z = models[0].sample_latent(
+            grid_cfg.n_samples,
+            generator=torch.Generator().manual_seed(grid_cfg.get("seed", 0)),
+            device="cpu",
+        )
+        images = _render(population, z)
+        columns = int(grid_cfg.n_samples**0.5)
+        for k in alive:
+            folder = members[k].output_dir / "samples"
+            folder.mkdir(parents=True, exist_ok=True)
+            grid = image_grid(images[k], columns)
+            save_image(grid, folder / f"epoch_{epoch:03d}.png")
+            save_image(grid, folder / "last.png")
+    metrics_cfg = callbacks.get("generative_metrics")
+    due = metrics_cfg and ((epoch + 1) % metrics_cfg.every_n_epochs == 0 or epoch + 1 == max_epochs)
+    if scores is not None and due:
+        started = time.perf_counter()
+        n = metrics_cfg.n_samples
+        seeded = torch.Generator().manual_seed(metrics_cfg.get("seed", 0))
+        # chunk by chunk, as src.sampling.generate draws them: the latents a single run scores
+        z = torch.cat(
+            [
+                models[0].sample_latent(min(1000, n - s), generator=seeded, device="cpu")
+                for s in range(0, n, 1000)
+            ]
+        )
+        images = _render(population, z)
+        with torch.random.fork_rng(devices=[]):
+            for k in alive:
+                result = scores.score(images[k])
+                values = {key: v for key, v in result.items() if not isinstance(v, list)}
+                val_logs[k].update({f"val/{key}": float(v) for key, v in values.items()})
+        for k in alive:
+            val_logs[k]["val/metrics_seconds"] = (time.perf_counter() - started) / max(
+                len(alive), 1
+            )
+    if callbacks.get("model_checkpoint"):
+        for k in alive:
+            _save_member(population, k, models[k], members[k], epoch)
+
+
+def _save_member(population: Population, k: int, model, member: Member, epoch: int) -> None:
+    """Member k as its own model's checkpoint (weights, batch-norm statistics, run config)."""
+    population.generator.unstack(k, model.generator)
+    population.discriminator.unstack(k, model.discriminator)
+    folder = member.output_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"state_dict": model.state_dict(), "run_config": model.run_config, "epoch": epoch}
+    torch.save(checkpoint, folder / "last.ckpt")

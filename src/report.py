@@ -228,6 +228,85 @@ def _histograms(rows, key, path, title, lower_is_better=False):
     return True
 
 
+def _without_seed(row: dict) -> str:
+    """A run's configuration: its overrides without the seed and the launch-only keys."""
+    from src.runs.training import LAUNCH_ONLY_KEYS
+
+    ignored = {"seed", *LAUNCH_ONLY_KEYS}
+    keep = [
+        o for o in str(row["overrides"]).split() if o.split("=", 1)[0].lstrip("+~") not in ignored
+    ]
+    return " ".join(sorted(keep))
+
+
+def seed_spread(rows: list[dict]) -> list[dict]:
+    """Per model and configuration run with several seeds: mean ± std of IS / FID / recall."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["seed"] != "":
+            groups.setdefault((row["model"], _without_seed(row)), []).append(row)
+    out = []
+    for (model, config), runs in sorted(groups.items()):
+        if len(runs) < 2:
+            continue
+        entry = {"model": model, "configuration": config or "(defaults)", "seeds": len(runs)}
+        for key in ("is", "fid", "recall", "coverage"):
+            entry[key] = _mean_std([r[key] for r in runs if isinstance(r[key], float)])
+        entry["completed"] = sum(r["status"] == "completed" for r in runs)
+        out.append(entry)
+    return out
+
+
+def _heatmaps(rows, path):
+    """The paper's other figure: best and median IS over (nLayerG x nLayerD) and (sizeG x sizeD)."""
+    plt = _pyplot()
+
+    models = [m for m in MODEL_NAMES.values() if _scored(rows, m)]
+    axes_pairs = (("nLayerG", "nLayerD"), ("sizeG", "sizeD"))
+    panels = [(m, pair, stat) for m in models for pair in axes_pairs for stat in ("best", "median")]
+
+    def varies(model, keys) -> bool:
+        runs = _scored(rows, model)
+        return any(len({r[key] for r in runs} - {""}) > 1 for key in keys)
+
+    panels = [p for p in panels if varies(p[0], p[1])]
+    if not panels:
+        return False
+    models = [m for m in models if any(p[0] == m for p in panels)]
+    fig, axes = plt.subplots(len(models), 4, figsize=(16, 3.6 * len(models)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for index, (model, (x_key, y_key), stat) in enumerate(panels):
+        ax = axes[models.index(model)][index % 4]
+        ax.axis("on")
+        runs = _scored(rows, model)
+        xs = sorted({r[x_key] for r in runs})
+        ys = sorted({r[y_key] for r in runs})
+        grid = [[float("nan")] * len(xs) for _ in ys]
+        for j, y in enumerate(ys):
+            for i, x in enumerate(xs):
+                values = [r["is"] for r in runs if r[x_key] == x and r[y_key] == y]
+                if values:
+                    grid[j][i] = max(values) if stat == "best" else statistics.median(values)
+        image = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+        for j in range(len(ys)):
+            for i in range(len(xs)):
+                if grid[j][i] == grid[j][i]:
+                    ax.text(
+                        i, j, f"{grid[j][i]:.2f}", ha="center", va="center", color="w", fontsize=8
+                    )
+        ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+        ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(y_key)
+        ax.set_title(f"{model}: {stat} IS")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return True
+
+
 def _precision_recall(rows, path):
     """Precision vs recall (and density vs coverage), a point per completed run, by model."""
     plt = _pyplot()
@@ -328,6 +407,7 @@ def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> d
             rows, "fid", out / "fid_histograms.png", "FID over the grid", True
         ),
         "precision_recall.png": _precision_recall(rows, out / "precision_recall.png"),
+        "is_heatmaps.png": _heatmaps(rows, out / "is_heatmaps.png"),
         "gan_optimizers.png": _gan_optimizers(rows, out / "gan_optimizers.png"),
         "best_samples.png": _best_samples(rows, out / "best_samples.png"),
     }
@@ -346,6 +426,12 @@ def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> d
         keys = list(summary[0])
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(_fmt(s[k]) for k in keys) + " |" for s in summary]
+    spread = seed_spread(rows)
+    if spread:
+        keys = list(spread[0])
+        lines += ["", "## Spread over seeds (mean ± std per configuration)", ""]
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(_fmt(e[k]) for k in keys) + " |" for e in spread]
     lines += (
         [""]
         + [f"![{name}]({name})" for name, made in figures.items() if made]
@@ -358,7 +444,7 @@ def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> d
     )
     lines += ["| " + " | ".join(_fmt(r[c]) for c in shown) + " |" for r in order]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    return {"rows": rows, "summary": summary, "figures": figures}
+    return {"rows": rows, "summary": summary, "figures": figures, "seed_spread": spread}
 
 
 def main(argv=None) -> None:

@@ -131,6 +131,9 @@ def test_tiny_multirun_reports_resumes_and_survives_divergence(tmp_path, data_di
     mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2**0.5
     assert report["summary"][0]["recall"] == f"{mean:.3f} ± {std:.3f}"
     assert (tmp_path / "report" / "precision_recall.png").is_file()
+    assert (
+        tmp_path / "report" / "is_heatmaps.png"
+    ).is_file()  # nLayerG 2 vs 3: the paper's other figure
 
     # a second launch: completed runs are skipped (their results untouched), diverged ones run again
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}
@@ -155,3 +158,19 @@ def test_report_lists_jobs_that_never_ran(tmp_path):
     report = write_report([sweep_dir], tmp_path / "report")
     assert [r["status"] for r in report["rows"]] == ["missing (never ran)"] * 2
     assert "missing (never ran)" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_seed_spread_groups_runs_that_differ_only_in_seed():
+    from src.report import seed_spread
+
+    def row(seed, size, score):
+        return {
+            "model": "EBGAN", "seed": seed, "status": "completed", "is": score, "fid": 10.0,
+            "recall": 0.5, "coverage": 0.4,
+            "overrides": f"arch.sizeD={size} seed={seed} torch_threads=1",
+        }  # fmt: skip
+
+    rows = [row(1, 128, 5.0), row(2, 128, 6.0), row(3, 128, 7.0), row(1, 256, 4.0)]
+    (spread,) = seed_spread(rows)  # the 256 configuration has one seed only: no spread
+    assert spread["configuration"] == "arch.sizeD=128" and spread["seeds"] == 3
+    assert spread["is"] == "6.000 ± 1.000" and spread["fid"] == "10.000 ± 0.000"

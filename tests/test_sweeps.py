@@ -131,9 +131,8 @@ def test_tiny_multirun_reports_resumes_and_survives_divergence(tmp_path, data_di
     mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2**0.5
     assert report["summary"][0]["recall"] == f"{mean:.3f} ± {std:.3f}"
     assert (tmp_path / "report" / "precision_recall.png").is_file()
-    assert (
-        tmp_path / "report" / "is_heatmaps.png"
-    ).is_file()  # nLayerG 2 vs 3: the paper's other figure
+    # nLayerG 2 vs 3: the paper's other figure
+    assert (tmp_path / "report" / "is_heatmaps.png").is_file()
 
     # a second launch: completed runs are skipped (their results untouched), diverged ones run again
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}

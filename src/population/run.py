@@ -85,9 +85,11 @@ def train_population(members: list[Member]) -> list[dict]:
     per_epoch = _batches_per_epoch(first.trainer.limit_train_batches, len(loader))
     latents = [torch.Generator().manual_seed(int(cfg.seed)) for cfg in cfgs]
     callbacks = first.get("callbacks") or {}
-    scores = _scorer(callbacks.get("generative_metrics"), datamodule)
+    with torch.random.fork_rng(devices=[]):  # building the classifier draws initial weights
+        scores = _scorer(callbacks.get("generative_metrics"), datamodule)
     steps = torch.zeros(size, dtype=torch.long)
     train_logs: list[dict] = [{} for _ in members]
+    last_logs: dict = {}  # the newest per-member losses ([K] tensors)
     failures: dict[int, dict] = {}
     val_logs: list[dict] = [{} for _ in members]
     epochs_done = torch.zeros(size, dtype=torch.long)
@@ -120,10 +122,10 @@ def train_population(members: list[Member]) -> list[dict]:
                     "batch": epoch * per_epoch + batch_idx + 1,
                     "epoch": epoch,
                 }
-            for k in range(size):
-                if bool(population.active[k]):
-                    train_logs[k].update({f"train/{n}": float(v[k]) for n, v in logs.items()})
+            last_logs.update(logs)
         alive = [k for k in range(size) if bool(population.active[k])]
+        for k in alive:  # read once an epoch: no host sync per step
+            train_logs[k].update({f"train/{n}": float(v[k]) for n, v in last_logs.items()})
         epochs_done[alive] += 1
         _epoch_end(
             population, members, models, alive, epoch, max_epochs, callbacks, scores, val_logs

@@ -159,6 +159,21 @@ def test_report_lists_jobs_that_never_ran(tmp_path):
     assert "missing (never ran)" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_command_line_sweeps_replace_the_configs_swept_keys(tmp_path):
+    from src.runs.sweep_jobs import jobs_of_multirun
+
+    # sweeps/cpu_pt_claim.yaml sweeps model and seed; the command line narrowed both and added a key
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      model: ebgan,ebgan_pt\n      seed: 1,2,3,4,5\n"
+        "  overrides:\n    task: [model=ebgan_pt, 'model.pt_weight=1,10', 'seed=1,2,3']\n"
+    )
+    jobs = jobs_of_multirun(tmp_path)
+    assert len(jobs) == 6 and all("model=ebgan_pt" in job for job in jobs)
+    assert sorted(j for job in jobs for j in job if j.startswith("seed=")) == [
+        "seed=1", "seed=1", "seed=2", "seed=2", "seed=3", "seed=3",
+    ]  # fmt: skip
+
+
 def test_seed_spread_groups_runs_that_differ_only_in_seed():
     from src.report import seed_spread
 

@@ -47,5 +47,6 @@ def jobs_of_multirun(folder: Path) -> list[list[str]]:
         if saved.hydra.sweeper.get("params")
         else {}
     )
-    task = [o for o in saved.hydra.overrides.task if o.split("=", 1)[0] not in params]
+    # as Hydra's basic sweeper merges them: a command-line override of a swept key replaces it
+    task = [str(o) for o in saved.hydra.overrides.task]
     return expand_params({k: str(v) for k, v in params.items()}, task)

@@ -39,11 +39,15 @@ def reference_scores(cfg: DictConfig) -> dict:
         "one test digit repeated": test_images[:1].expand(n, -1, -1, -1),
     }
     results = {name: scores.score(images) for name, images in cases.items()}
-    print(f"{'':26} {'IS':>14} {'FID':>9} {'KID':>9} {'modes':>5}")
+    manifold = ("precision", "recall", "density", "coverage")
+    print(
+        f"{'':26} {'IS':>14} {'FID':>9} {'KID':>9} {'modes':>5} "
+        + " ".join(f"{k:>9}" for k in manifold)
+    )
     for name, r in results.items():
         print(
             f"{name:26} {r['is']:7.3f} ± {r['is_std']:.3f} {r['fid']:9.3f} {r['kid']:9.4f} "
-            f"{r['modes_covered']:5d}"
+            f"{r['modes_covered']:5d} " + " ".join(f"{r[k]:9.4f}" for k in manifold)
         )
     out = Path(cfg.paths.output_dir) / f"reference_{dataset}.json"
     write_json_atomic(out, results)

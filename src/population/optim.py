@@ -39,7 +39,12 @@ class MemberOptimizer:
 
 
 class StackedOptimizer:
-    """Steps every stacked parameter [K, ...] with per-member Adam or SGD."""
+    """Steps every stacked parameter [K, ...] with per-member Adam or SGD.
+
+    Member k's slices of all parameters go through torch's own fused Adam kernel (the one
+    ``torch.optim.Adam(fused=True)``, the project's default, runs) or through SGD's foreach
+    arithmetic, with that member's hyper-parameters: K kernel calls per step, not K optimizers.
+    """
 
     def __init__(self, params: Iterable[torch.nn.Parameter], members: list[MemberOptimizer]):
         self.params = list(params)
@@ -47,21 +52,13 @@ class StackedOptimizer:
         size = len(members)
         if any(p.shape[0] != size for p in self.params):
             raise ValueError(f"every stacked parameter needs a leading dimension of {size}")
-
-        def column(values) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float64)
-
-        self.is_adam = torch.tensor([m.kind == "adam" for m in members])
-        self.lr = column([m.lr for m in members])
-        self.beta1 = column([m.betas[0] for m in members])
-        self.beta2 = column([m.betas[1] for m in members])
-        self.eps = column([m.eps for m in members])
-        self.momentum = column([m.momentum for m in members])
         self.steps = torch.zeros(size, dtype=torch.long)
         self.active = torch.ones(size, dtype=torch.bool)
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.momentum_buffer = [torch.zeros_like(p) for p in self.params]
+        # Adam's per-tensor step counts, as torch keeps them (float32 scalars for the fused kernel)
+        self.adam_steps = [[torch.zeros(()) for _ in self.params] for _ in members]
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -73,40 +70,40 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        active = self.active
-        self.steps += active.long()
-        # per-member scalars in float64, as torch computes them in Python floats
-        step = self.steps.clamp_min(1).double()
-        bias1 = 1 - self.beta1**step
-        bias2 = 1 - self.beta2**step
-        adam_step_size = self.lr / bias1
-        sqrt_bias2 = bias2.sqrt()
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            grad = p.grad
-
-            def per_member(values: torch.Tensor, p=p) -> torch.Tensor:
-                """[K] -> [K, 1, ...]: broadcast over member k's slice of p, in p's dtype."""
-                return values.to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
-
-            keep = per_member(active.double()).bool()
-            # Adam (torch.optim.Adam's arithmetic)
-            exp_avg = torch.lerp(self.exp_avg[i], grad, per_member(1 - self.beta1))
-            exp_avg_sq = self.exp_avg_sq[i] * per_member(self.beta2) + grad * grad * per_member(
-                1 - self.beta2
-            )
-            denom = exp_avg_sq.sqrt() / per_member(sqrt_bias2) + per_member(self.eps)
-            adam = p - per_member(adam_step_size) * exp_avg / denom
-            # SGD (torch.optim.SGD's: the first step's buffer is the gradient itself)
-            first = per_member((self.steps == 1).double()).bool()
-            buffer = torch.where(
-                first, grad, self.momentum_buffer[i] * per_member(self.momentum) + grad
-            )
-            uses_momentum = per_member((self.momentum > 0).double()).bool()
-            sgd = p - per_member(self.lr) * torch.where(uses_momentum, buffer, grad)
-            is_adam = per_member(self.is_adam.double()).bool()
-            p.copy_(torch.where(keep, torch.where(is_adam, adam, sgd), p))
-            self.exp_avg[i] = torch.where(keep & is_adam, exp_avg, self.exp_avg[i])
-            self.exp_avg_sq[i] = torch.where(keep & is_adam, exp_avg_sq, self.exp_avg_sq[i])
-            self.momentum_buffer[i] = torch.where(keep & ~is_adam, buffer, self.momentum_buffer[i])
+        with_grad = [i for i, p in enumerate(self.params) if p.grad is not None]
+        for k in torch.nonzero(self.active).flatten().tolist():
+            member = self.members[k]
+            self.steps[k] += 1
+            params = [self.params[i][k] for i in with_grad]
+            grads = [self.params[i].grad[k] for i in with_grad]
+            if member.kind == "adam":
+                steps = [self.adam_steps[k][i] for i in with_grad]
+                torch._foreach_add_(steps, 1)
+                torch._fused_adam_(
+                    params,
+                    grads,
+                    [self.exp_avg[i][k] for i in with_grad],
+                    [self.exp_avg_sq[i][k] for i in with_grad],
+                    [],
+                    steps,
+                    amsgrad=False,
+                    lr=member.lr,
+                    beta1=member.betas[0],
+                    beta2=member.betas[1],
+                    weight_decay=0.0,
+                    eps=member.eps,
+                    maximize=False,
+                    grad_scale=None,
+                    found_inf=None,
+                )
+            elif member.momentum:
+                # torch.optim.SGD: the first step's buffer is the gradient, then mu * buffer + grad
+                buffers = [self.momentum_buffer[i][k] for i in with_grad]
+                if int(self.steps[k]) == 1:
+                    torch._foreach_copy_(buffers, grads)
+                else:
+                    torch._foreach_mul_(buffers, member.momentum)
+                    torch._foreach_add_(buffers, grads)
+                torch._foreach_add_(params, buffers, alpha=-member.lr)
+            else:
+                torch._foreach_add_(params, grads, alpha=-member.lr)

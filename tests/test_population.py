@@ -122,12 +122,12 @@ def padding_is_zero(stacked: StackedMLP, widths: list[int]) -> bool:
         if not hasattr(layer, "weight") or layer.weight.dim() != 3:
             continue
         for k, width in enumerate(widths):
-            out_features, in_features = layer.weight.shape[1:]
-            rows = slice(width, None) if out_features == max(widths) else slice(out_features, None)
-            cols = slice(width, None) if in_features == max(widths) else slice(in_features, None)
-            if layer.weight[k, rows].abs().sum() or layer.weight[k, :, cols].abs().sum():
+            in_features, out_features = layer.weight.shape[1:]  # stored [K, in, out]
+            outs = slice(width, None) if out_features == max(widths) else slice(out_features, None)
+            ins = slice(width, None) if in_features == max(widths) else slice(in_features, None)
+            if layer.weight[k, :, outs].abs().sum() or layer.weight[k, ins].abs().sum():
                 return False
-            if layer.bias[k, rows].abs().sum():
+            if layer.bias[k, outs].abs().sum():
                 return False
     return True
 
@@ -141,9 +141,10 @@ def member_grads(stacked: StackedMLP, k: int, net) -> dict:
     for source, target in zip(stacked_layers, own, strict=True):
         for attr in ("weight", "bias"):
             shape = getattr(target, attr).shape
-            grads[names[id(getattr(target, attr))]] = getattr(source, attr).grad[k][
-                tuple(slice(0, n) for n in shape)
-            ]
+            grad = getattr(source, attr).grad[k]
+            if attr == "weight" and isinstance(target, torch.nn.Linear):
+                grad = grad.T  # stored [in, out]
+            grads[names[id(getattr(target, attr))]] = grad[tuple(slice(0, n) for n in shape)]
     return grads
 
 

@@ -148,10 +148,9 @@ class ImageDataModule(LightningDataModule):
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def train_dataloader(self) -> InMemoryBatches:
+    def train_batches(self, epoch_fn, shuffle: bool = True) -> InMemoryBatches:
+        """A run's training batches: shuffled per (split_seed + 1, the epoch ``epoch_fn`` gives)."""
         images, labels = self.splits["train"]
-        # Lightning's own rule for its samplers: no shuffling under overfit_batches (debug=overfit)
-        shuffle = not (self.trainer is not None and self.trainer.overfit_batches)
         return InMemoryBatches(
             images,
             labels,
@@ -159,8 +158,13 @@ class ImageDataModule(LightningDataModule):
             shuffle=shuffle,
             drop_last=True,
             seed=self.split_seed + 1,
-            epoch_fn=self._current_epoch,
+            epoch_fn=epoch_fn,
         )
+
+    def train_dataloader(self) -> InMemoryBatches:
+        # Lightning's own rule for its samplers: no shuffling under overfit_batches (debug=overfit)
+        shuffle = not (self.trainer is not None and self.trainer.overfit_batches)
+        return self.train_batches(self._current_epoch, shuffle)
 
     def val_dataloader(self) -> InMemoryBatches:
         images, labels = self.splits["val"]

@@ -21,7 +21,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from src.data.datamodule import InMemoryBatches
 from src.population.step import Population
 from src.sampling import image_grid
 from src.utils import check_paths, validate_config, write_json_atomic
@@ -71,17 +70,7 @@ def train_population(members: list[Member]) -> list[dict]:
     log.info("population of %d %s members (%s)", size, population.kind, first.model._target_)
 
     epoch_box = [0]
-    images, labels = datamodule.splits["train"]
-    # the order a single run's train_dataloader gives: (split_seed + 1, epoch)
-    loader = InMemoryBatches(
-        images,
-        labels,
-        datamodule.batch_size,
-        shuffle=True,
-        drop_last=True,
-        seed=datamodule.split_seed + 1,
-        epoch_fn=lambda: epoch_box[0],
-    )
+    loader = datamodule.train_batches(lambda: epoch_box[0])  # a single run's order, epoch by epoch
     per_epoch = _batches_per_epoch(first.trainer.limit_train_batches, len(loader))
     latents = [torch.Generator().manual_seed(int(cfg.seed)) for cfg in cfgs]
     callbacks = first.get("callbacks") or {}

@@ -58,6 +58,16 @@ def stackable(cfg: DictConfig) -> bool:
     return model in SUPPORTED and generator.endswith("MLPGenerator")
 
 
+def valid(cfg: DictConfig) -> bool:
+    from src.utils import validate_config
+
+    try:
+        validate_config(cfg)
+    except Exception:
+        return False
+    return True
+
+
 def group_key(cfg: DictConfig) -> str:
     """The values of SHAPE_KEYS, as text: jobs with equal keys share a population."""
     values = {}
@@ -98,6 +108,7 @@ class PopulationLauncher(Launcher):
     ) -> Sequence[JobReturn]:
         from src.population.run import Member, train_population
         from src.runs.training import _hydra_runtime, completed_before
+        from src.utils import write_json_atomic
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -128,8 +139,12 @@ class PopulationLauncher(Launcher):
                 returns[i] = described
                 continue
             cfg = seen["cfg"]
-            done = completed_before(seen["output_dir"], seen["runtime"]["overrides"])
-            if done is not None or not stackable(cfg):
+            run_alone = (
+                completed_before(seen["output_dir"], seen["runtime"]["overrides"]) is not None
+                or not stackable(cfg)
+                or not valid(cfg)  # bad input: the normal task reports it in its one line
+            )
+            if run_alone:
                 returns[i] = self._run(sweep_config, self.task_function)
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
                 continue
@@ -140,7 +155,18 @@ class PopulationLauncher(Launcher):
         for jobs in groups.values():
             for start in range(0, len(jobs), self.max_members):
                 chunk = jobs[start : start + self.max_members]
-                train_population([member for _, member, _ in chunk])
+                try:
+                    train_population([member for _, member, _ in chunk])
+                except Exception as err:  # recorded for every member, and the sweep goes on
+                    log.exception("population failed")
+                    for _, member, _ in chunk:
+                        member.result = {
+                            "status": "failed",
+                            "failure": {"message": f"{type(err).__name__}: {err}"},
+                            "metrics": {},
+                            **member.runtime,
+                        }
+                        write_json_atomic(member.output_dir / "metrics.json", member.result)
                 for i, member, described in chunk:
                     metric = member.cfg.get("optimized_metric")
                     described.return_value = (

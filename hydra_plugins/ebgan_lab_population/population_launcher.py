@@ -78,11 +78,14 @@ def group_key(cfg: DictConfig) -> str:
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, max_members: int = 64) -> None:
+    def __init__(self, max_members: int = 64, n_jobs: int = 1) -> None:
         super().__init__()
-        if max_members < 1:
-            raise ValueError(f"hydra.launcher.max_members must be >= 1, got {max_members}")
+        if max_members < 1 or n_jobs < 1:
+            raise ValueError(
+                f"hydra.launcher.max_members and n_jobs must be >= 1, got {max_members}, {n_jobs}"
+            )
         self.max_members = max_members
+        self.n_jobs = n_jobs
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -106,9 +109,8 @@ class PopulationLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from src.population.run import Member, train_population
+        from src.population.run import Member
         from src.runs.training import _hydra_runtime, completed_before
-        from src.utils import write_json_atomic
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -152,25 +154,33 @@ class PopulationLauncher(Launcher):
             groups.setdefault(group_key(cfg), []).append((i, member, described))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
-        for jobs in groups.values():
-            for start in range(0, len(jobs), self.max_members):
-                chunk = jobs[start : start + self.max_members]
-                try:
-                    train_population([member for _, member, _ in chunk])
-                except Exception as err:  # recorded for every member, and the sweep goes on
-                    log.exception("population failed")
-                    for _, member, _ in chunk:
-                        member.result = {
-                            "status": "failed",
-                            "failure": {"message": f"{type(err).__name__}: {err}"},
-                            "metrics": {},
-                            **member.runtime,
-                        }
-                        write_json_atomic(member.output_dir / "metrics.json", member.result)
-                for i, member, described in chunk:
-                    metric = member.cfg.get("optimized_metric")
-                    described.return_value = (
-                        member.result["metrics"].get(metric) if metric else None
-                    )
-                    returns[i] = described
+        chunks = [
+            jobs[start : start + self.max_members]
+            for jobs in groups.values()
+            for start in range(0, len(jobs), self.max_members)
+        ]
+        for chunk, results in zip(chunks, self._train(chunks), strict=True):
+            for (i, member, described), result in zip(chunk, results, strict=True):
+                member.result = result
+                metric = member.cfg.get("optimized_metric")
+                described.return_value = result["metrics"].get(metric) if metric else None
+                returns[i] = described
         return returns
+
+    def _train(self, chunks: list) -> list[list[dict]]:
+        """Each chunk's results: here, or ``n_jobs`` populations at a time in worker processes
+        (each with cores / n_jobs threads, unless torch_threads is set)."""
+        from src.population.run import train_population_or_record_failure
+
+        members = [[member for _, member, _ in chunk] for chunk in chunks]
+        if self.n_jobs == 1 or len(chunks) == 1:
+            return [train_population_or_record_failure(m) for m in members]
+        import multiprocessing
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // self.n_jobs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=context) as pool:
+            futures = [pool.submit(train_population_or_record_failure, m, threads) for m in members]
+            return [future.result() for future in futures]

@@ -222,3 +222,26 @@ def _save_member(population: Population, k: int, model, member: Member, epoch: i
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = {"state_dict": model.state_dict(), "run_config": model.run_config, "epoch": epoch}
     torch.save(checkpoint, folder / "last.ckpt")
+
+
+def train_population_or_record_failure(members: list[Member], threads: int | None = None) -> list:
+    """``train_population``, but a crash is recorded as status failed for every member (and the
+    sweep goes on); also the entry point of the launcher's worker processes."""
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return train_population(members)
+    except Exception as err:
+        log.exception("population failed")
+        results = []
+        for member in members:
+            result = {
+                "status": "failed",
+                "failure": {"message": f"{type(err).__name__}: {err}"},
+                "metrics": {},
+                **member.runtime,
+            }
+            write_json_atomic(member.output_dir / "metrics.json", result)
+            member.result = result
+            results.append(result)
+        return results

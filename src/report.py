@@ -230,7 +230,7 @@ def _histograms(rows, key, path, title, lower_is_better=False):
 
 def _without_seed(row: dict) -> str:
     """A run's configuration: its overrides without the seed and the launch-only keys."""
-    from src.runs.training import LAUNCH_ONLY_KEYS
+    from src.runs.sweep_jobs import LAUNCH_ONLY_KEYS
 
     ignored = {"seed", *LAUNCH_ONLY_KEYS}
     keep = [

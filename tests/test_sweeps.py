@@ -188,3 +188,14 @@ def test_seed_spread_groups_runs_that_differ_only_in_seed():
     (spread,) = seed_spread(rows)  # the 256 configuration has one seed only: no spread
     assert spread["configuration"] == "arch.sizeD=128" and spread["seeds"] == 3
     assert spread["is"] == "6.000 ± 1.000" and spread["fid"] == "10.000 ± 0.000"
+
+
+def test_launch_only_keys_name_neither_run_folders_nor_decide_resume():
+    """The keys left out of sweep folder names are the ones a relaunch ignores."""
+    from omegaconf import OmegaConf
+
+    from src.runs.sweep_jobs import LAUNCH_ONLY_KEYS
+    from src.utils import PROJECT_ROOT
+
+    hydra_cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "hydra" / "default.yaml")
+    assert set(hydra_cfg.job.config.override_dirname.exclude_keys) == LAUNCH_ONLY_KEYS

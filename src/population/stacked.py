@@ -125,7 +125,6 @@ class StackedMLP(nn.Module):
         self.kind = type(nets[0]).__name__
         self.size = len(nets)
         self.image_shape = tuple(getattr(nets[0], "image_shape", (1, 28, 28)))
-        self.latent_dim = getattr(nets[0], "latent_dim", None)
         per_member = [[layer for layer in _layers(n) if not _is_dropout(layer)] for n in nets]
         dropout_rates = torch.tensor(
             [next((m.p for m in _layers(n) if _is_dropout(m)), 0.0) for n in nets]

@@ -12,6 +12,15 @@ from omegaconf import OmegaConf
 from src.utils import PROJECT_ROOT, register_resolvers
 
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
+# how a run is launched, not what it computes: left out of run folder names (conf/hydra/default.yaml
+# lists the same keys) and ignored when a relaunched sweep decides whether a run is done
+LAUNCH_ONLY_KEYS = {
+    "torch_threads",
+    "hydra/launcher",
+    "hydra.launcher.n_jobs",
+    "hydra.launcher.max_members",
+    "hydra.sweep.dir",
+}
 
 
 def expand_params(params: dict, extra: list[str] | None = None) -> list[list[str]]:

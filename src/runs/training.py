@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.models.base import DivergenceError
+from src.runs.sweep_jobs import LAUNCH_ONLY_KEYS
 from src.utils import check_paths, is_multirun, validate_config, write_json_atomic
 from src.utils.printing import print_config_tree
 
@@ -87,10 +88,6 @@ def instantiate_all(cfg: DictConfig):
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config)
     return datamodule, model, trainer
-
-
-# how a run is launched, not what it computes: ignored when a sweep decides whether a run is done
-LAUNCH_ONLY_KEYS = {"torch_threads", "hydra.launcher.n_jobs", "hydra/launcher", "hydra.sweep.dir"}
 
 
 def _run_defining(overrides: list[str]) -> list[str]:

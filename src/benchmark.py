@@ -61,7 +61,13 @@ CELLS = {
 }
 
 
-def compose_cfg(overrides: list[str], output_dir: str, data_dir: str, progress_bar: bool = False):
+def compose_cfg(
+    overrides: list[str],
+    output_dir: str,
+    data_dir: str,
+    progress_bar: bool = False,
+    accelerator: str = "cpu",
+):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -72,7 +78,7 @@ def compose_cfg(overrides: list[str], output_dir: str, data_dir: str, progress_b
                 *overrides,
                 "logger=csv",
                 "print_config=false",
-                "trainer.accelerator=cpu",
+                f"trainer.accelerator={accelerator}",
                 "trainer.enable_model_summary=false",
             ],
         )

@@ -2,7 +2,9 @@
 
 For the small / medium / largest cells of the EBGAN paper's MLP grid (EBGAN, Adam, batch 64):
 member-steps/s of a population of K members (one training batch = one D and one G update of every
-member) against K, next to one Lightning run's batches/s of the same cell, measured in one run.
+member) against K, next to one Lightning run's batches/s of the same cell on the same device,
+measured in one run. On a GPU (``--device cuda``, the default where there is one) also with TF32
+matmuls (``--matmul-precision high``) and either optimizer implementation (``--optimizers``).
 Prints a table; JSON goes to outputs/benchmark_population.json (or ``--out``).
 """
 
@@ -22,59 +24,125 @@ from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic
 MLP_CELLS = {name: overrides for name, overrides in CELLS.items() if "arch=mlp" in overrides}
 
 
-def member_steps_per_second(cfg, members: int, steps: int, warmup: int = 3) -> float:
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def member_steps_per_second(
+    cfg,
+    members: int,
+    steps: int,
+    warmup: int = 3,
+    device: torch.device | str = "cpu",
+    vectorized_optimizer: bool | None = None,
+) -> float:
     """Member-steps/s of a population of ``members`` copies of the cell (own seeds)."""
     from hydra.utils import instantiate
 
     from src.population.step import Population
 
+    device = torch.device(device)
     models = []
     for k in range(members):
         torch.manual_seed(k)
         models.append(instantiate(cfg.model))
-    population = Population(models)
-    latent_dim = models[0].latent_dim
+    population = Population(models, device, vectorized_optimizer=vectorized_optimizer)
+    del models
+    latent_dim = population.generator.hidden[0].weight.shape[1]
     batch = int(cfg.data.batch_size)
-    real = torch.rand(members, batch, 1, 28, 28) * 2 - 1
-    for _ in range(warmup):
-        population.training_step(real, torch.randn(members, batch, latent_dim), True)
+    real = torch.rand(members, batch, 1, 28, 28, device=device) * 2 - 1
+    z = torch.randn(warmup + steps, members, batch, latent_dim, device=device)
+    for i in range(warmup):
+        population.training_step(real, z[i], True)
+    _synchronize(device)
     started = time.perf_counter()
-    for _ in range(steps):
-        population.training_step(real, torch.randn(members, batch, latent_dim), True)
+    for i in range(warmup, warmup + steps):
+        population.training_step(real, z[i], True)
+    _synchronize(device)
     return members * steps / (time.perf_counter() - started)
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument(
+        "--max-members",
+        nargs="*",
+        default=[],
+        help="cap K per cell, e.g. largest=32 (the cell's name starts with the word)",
+    )
     parser.add_argument("--steps", type=int, default=30, help="timed population steps per K")
     parser.add_argument("--lightning-batches", type=int, default=100)
     parser.add_argument("--cells", nargs="*", default=list(MLP_CELLS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--matmul-precision",
+        nargs="+",
+        default=["highest"],
+        choices=["highest", "high", "medium"],
+        help="float32 matmul precision(s) to measure (high: TF32 on a GPU)",
+    )
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "per_member", "vectorized"],
+        help="StackedOptimizer implementation(s) (auto: per-member on CPU, vectorized on CUDA)",
+    )
     parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "outputs" / "benchmark_population.json"
     )
     args = parser.parse_args(argv)
     register_resolvers()
+    device = torch.device(args.device)
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    caps = dict(item.split("=", 1) for item in args.max_members)
+    vectorized = {"auto": None, "per_member": False, "vectorized": True}
     data_dir = os.environ.get("DATA_DIR", str(PROJECT_ROOT / "data"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cells:
-            cfg = compose_cfg(MLP_CELLS[name], tmp, data_dir)
-            lightning = batches_per_second_lightning(cfg, args.lightning_batches)
-            print(f"{name}: one Lightning run {lightning:.1f} batches/s")
-            for members in args.members:
-                rate = member_steps_per_second(cfg, members, args.steps)
-                rows.append(
-                    {
-                        "cell": name,
-                        "members": members,
-                        "member_steps_s": rate,
-                        "lightning_batches_s": lightning,
-                        "vs_lightning": rate / lightning,
-                    }
-                )
-                print(f"  K = {members:3d}: {rate:8.1f} member-steps/s ({rate / lightning:.2f}x)")
-    result = {"threads": torch.get_num_threads(), "rows": rows}
+            cap = next((int(v) for k, v in caps.items() if name.split()[1] == k), None)
+            for precision in args.matmul_precision:
+                torch.set_float32_matmul_precision(precision)
+                cfg = compose_cfg(MLP_CELLS[name], tmp, data_dir, accelerator=accelerator)
+                lightning = batches_per_second_lightning(cfg, args.lightning_batches)
+                print(f"{name}, {precision}: one Lightning run {lightning:.1f} batches/s")
+                for optimizer in args.optimizers:
+                    for members in args.members:
+                        if cap is not None and members > cap:
+                            continue
+                        rate = member_steps_per_second(
+                            cfg,
+                            members,
+                            args.steps,
+                            device=device,
+                            vectorized_optimizer=vectorized[optimizer],
+                        )
+                        rows.append(
+                            {
+                                "cell": name,
+                                "matmul_precision": precision,
+                                "optimizer": optimizer,
+                                "members": members,
+                                "member_steps_s": rate,
+                                "lightning_batches_s": lightning,
+                                "vs_lightning": rate / lightning,
+                            }
+                        )
+                        print(
+                            f"  {optimizer:10s} K = {members:3d}: {rate:9.1f} member-steps/s "
+                            f"({rate / lightning:.2f}x)"
+                        )
+                        if device.type == "cuda":
+                            torch.cuda.empty_cache()
+    torch.set_float32_matmul_precision("highest")
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
     write_json_atomic(args.out, result)
     print(f"written to {args.out}")
     return result

@@ -118,6 +118,21 @@ def test_a_single_repeated_digit_is_caught_by_mode_coverage(mnist_scores, mnist_
     assert result["is"] == pytest.approx(1.0, abs=1e-3)
 
 
+def test_samples_of_several_generators_scored_in_one_pass_score_as_alone(mnist_scores, mnist_test):
+    """The population's batched scoring: one classifier pass over all members' samples, then
+    per-member scores equal to scoring each member's samples on their own."""
+    digits = mnist_test[0][:1500].unsqueeze(1).float() / 127.5 - 1
+    noise = torch.rand(1500, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    features, predicted = mnist_scores.features(torch.cat([digits, noise]))
+    for k, images in enumerate((digits, noise)):
+        part = slice(k * 1500, (k + 1) * 1500)
+        together = mnist_scores.score_features(features[part], predicted[part])
+        alone = mnist_scores.score(images)
+        assert together["class_share"] == alone["class_share"]
+        for key in ("is", "fid", "kid", "precision", "recall", "density", "coverage"):
+            assert together[key] == pytest.approx(alone[key], rel=1e-5, abs=1e-7), key
+
+
 def test_scores_are_reproducible_and_accept_padded_images(mnist_scores, mnist_test):
     images = mnist_test[0][:3000].unsqueeze(1)
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))

@@ -178,8 +178,9 @@ def test_population_gradients_equal_each_members_own(make_cfg, model, optimizer)
                 assert error <= 1e-5, f"member {k} {name}: relative error {error.item():.2e}"
 
 
-@pytest.mark.parametrize("kind", ["adam", "adam_fused", "sgd", "sgd_momentum"])
-def test_the_stacked_optimizer_steps_as_torch_does(kind):
+@pytest.mark.parametrize("vectorized", [False, True], ids=["per_member", "vectorized"])
+@pytest.mark.parametrize("kind", ["adam", "adam_fused", "sgd", "sgd_momentum", "mixed"])
+def test_the_stacked_optimizer_steps_as_torch_does(kind, vectorized):
     generator = torch.Generator().manual_seed(0)
     shapes, lrs = (3, 5, 4), [1e-3, 2e-4, 5e-2]
     params = [torch.randn(*shapes[1:], generator=generator) for _ in lrs]
@@ -190,10 +191,12 @@ def test_the_stacked_optimizer_steps_as_torch_does(kind):
         "adam_fused": lambda p, lr: torch.optim.Adam([p], lr=lr, betas=(0.5, 0.999), fused=True),
         "sgd": lambda p, lr: torch.optim.SGD([p], lr=lr),
         "sgd_momentum": lambda p, lr: torch.optim.SGD([p], lr=lr, momentum=0.9),
-    }[kind]
-    torch_optimizers = [build(p, lr) for p, lr in zip(singles, lrs, strict=True)]
+    }
+    # mixed: one member of each kind in one population (the GAN grid's optimD x optimG axes)
+    kinds = ["adam", "sgd_momentum", "sgd"] if kind == "mixed" else [kind] * len(lrs)
+    torch_optimizers = [build[k](p, lr) for k, p, lr in zip(kinds, singles, lrs, strict=True)]
     optimizer = StackedOptimizer(
-        [stacked], [MemberOptimizer.from_torch(o) for o in torch_optimizers]
+        [stacked], [MemberOptimizer.from_torch(o) for o in torch_optimizers], vectorized=vectorized
     )
     for step in range(5):
         # gradients over nine orders of magnitude, some below Adam's eps
@@ -202,6 +205,8 @@ def test_the_stacked_optimizer_steps_as_torch_does(kind):
         )
         if step == 3:
             optimizer.freeze(1)  # member 1 diverged: it keeps its weights from here on
+        if step >= 3:
+            grads[1] = float("nan")  # a frozen member's gradient can be NaN: it must not leak
         stacked.grad = grads.clone()
         optimizer.step()
         for k, (single, torch_optimizer) in enumerate(zip(singles, torch_optimizers, strict=True)):
@@ -215,12 +220,16 @@ def test_the_stacked_optimizer_steps_as_torch_does(kind):
     assert optimizer.steps.tolist() == [5, 3, 5]
 
 
+VECTORIZED = pytest.mark.parametrize("vectorized", [False, True], ids=["per_member", "vectorized"])
+
+
+@VECTORIZED
 @pytest.mark.parametrize("model", sorted(KNOBS))
-def test_whole_sgd_steps_equal_each_members_own_and_padding_stays_zero(make_cfg, model):
+def test_whole_sgd_steps_equal_each_members_own_and_padding_stays_zero(make_cfg, model, vectorized):
     members = build_members(make_cfg, model, "sgd")
     references = [copy.deepcopy(m) for m in members]
     reference_optimizers = [m.configure_optimizers() for m in references]
-    population = Population(members)
+    population = Population(members, vectorized_optimizer=vectorized)
     for real, z in batches(len(members), steps=3):
         for k, reference in enumerate(references):
             reference_step(reference, real[k], z[k], reference_optimizers[k])
@@ -232,18 +241,20 @@ def test_whole_sgd_steps_equal_each_members_own_and_padding_stays_zero(make_cfg,
     assert not population.divergences
 
 
-def test_a_diverging_member_is_frozen_and_the_others_go_on(make_cfg):
+@VECTORIZED
+def test_a_diverging_member_is_frozen_and_the_others_go_on(make_cfg, vectorized):
     members = build_members(make_cfg, "ebgan", "sgd")
     references = [copy.deepcopy(m) for m in members]
     reference_optimizers = [m.configure_optimizers() for m in references]
-    population = Population(members)
+    population = Population(members, vectorized_optimizer=vectorized)
     (real, z), (real2, z2) = batches(3, steps=2)
     population.training_step(real, z, generator_step=True)
     frozen_weights = population.discriminator.head.weight[1].clone()
     poisoned = real2.clone()
     poisoned[1, 0, 0, 0, 0] = float("nan")  # member 1's next batch breaks its D loss
     population.training_step(poisoned, z2, generator_step=True)
-    assert [(d.member, d.loss_name) for d in population.divergences] == [(1, "discriminator loss")]
+    divergences = [(d.member, d.loss_name, d.batch) for d in population.divergences]
+    assert divergences == [(1, "discriminator loss", 2)]
     assert torch.equal(population.discriminator.head.weight[1], frozen_weights)
     assert population.active.tolist() == [True, False, True]
     for k in (0, 2):  # the siblings took both steps exactly as they would alone
@@ -356,3 +367,40 @@ def test_population_launcher_writes_single_run_folders_and_a_relaunch_resumes(tm
     for folder, result in results.items():
         unchanged = (folder / "metrics.json").stat().st_mtime_ns == stamps[folder]
         assert unchanged == (result["status"] == "completed")
+
+
+def test_the_population_benchmark_measures_both_optimizers(tmp_path, data_dir, monkeypatch):
+    import json
+
+    from src.benchmark_population import main
+
+    monkeypatch.setenv("DATA_DIR", data_dir)
+    out = tmp_path / "bench.json"
+    main(
+        [
+            "--cells",
+            "mlp small (2x400 / 2x128)",
+            "--members",
+            "1",
+            "2",
+            "--steps",
+            "2",
+            "--lightning-batches",
+            "3",
+            "--optimizers",
+            "per_member",
+            "vectorized",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["optimizer"], r["members"]) for r in rows] == [
+        ("per_member", 1),
+        ("per_member", 2),
+        ("vectorized", 1),
+        ("vectorized", 2),
+    ]
+    assert all(r["member_steps_s"] > 0 and r["lightning_batches_s"] > 0 for r in rows)

@@ -199,3 +199,37 @@ def test_launch_only_keys_name_neither_run_folders_nor_decide_resume():
 
     hydra_cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "hydra" / "default.yaml")
     assert set(hydra_cfg.job.config.override_dirname.exclude_keys) == LAUNCH_ONLY_KEYS
+
+
+def test_the_population_launcher_pads_only_within_its_budget():
+    """Jobs of one depth group: equal widths always share a population, no member is padded to
+    more than max_padding x its own matmuls; a large max_padding stacks them all."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ebgan_lab_population.population_launcher import (
+        chunk_by_padding,
+        member_cost,
+        padded_cost,
+    )
+
+    def job(size_g, size_d):
+        arch = {"sizeG": size_g, "sizeD": size_d, "nLayerG": 3, "nLayerD": 3, "latent_dim": 100}
+        return OmegaConf.create({"arch": arch, "data": {"channels": 1}})
+
+    jobs = [job(g, d) for g in (400, 800, 1600, 3200) for d in (128, 1024) for _ in range(2)]
+    chunks = chunk_by_padding(jobs, lambda j: j, max_members=64, max_padding=2.0)
+    assert sum(len(c) for c in chunks) == len(jobs)
+    for chunk in chunks:
+        assert padded_cost(chunk) <= 2.0 * min(member_cost(j) for j in chunk)
+    # wide G: D's width is a small part of the cost, so D widths share; narrow G: they do not
+    widths = [[(int(j.arch.sizeG), int(j.arch.sizeD)) for j in chunk] for chunk in chunks]
+    assert widths == [
+        [(3200, 1024)] * 2 + [(3200, 128)] * 2,
+        [(1600, 1024)] * 2 + [(1600, 128)] * 2 + [(800, 1024)] * 2,
+        [(800, 128)] * 2,
+        [(400, 1024)] * 2,
+        [(400, 128)] * 2,
+    ]
+    equal_only = chunk_by_padding(jobs, lambda j: j, max_members=64, max_padding=1.0)
+    assert [len(c) for c in equal_only] == [2] * 8
+    assert [len(c) for c in chunk_by_padding(jobs, lambda j: j, 5, 1000.0)] == [5, 5, 5, 1]

@@ -46,6 +46,8 @@ SHAPE_KEYS = (
     "callbacks.sample_grid.n_samples",
     "callbacks.sample_grid.every_n_epochs",
     "torch_threads",
+    "matmul_precision",
+    "trainer.accelerator",
 )
 
 
@@ -77,14 +79,59 @@ def group_key(cfg: DictConfig) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
+def member_cost(cfg: DictConfig) -> int:
+    """Multiply-adds per sample of G and D (the MLP nets' weights): what a member costs to train."""
+    arch = cfg.arch
+    pixels = 28 * 28 * int(OmegaConf.select(cfg, "data.channels", default=1) or 1)
+    g, d = int(arch.sizeG), int(arch.sizeD)
+    generator = int(arch.latent_dim) * g + (int(arch.nLayerG) - 1) * g * g + g * pixels
+    discriminator = pixels * d + (int(arch.nLayerD) - 1) * d * d + d * pixels
+    return generator + discriminator
+
+
+def padded_cost(cfgs: list[DictConfig]) -> int:
+    """The cost of one member zero-padded to the widest G and widest D of ``cfgs``."""
+    widest = OmegaConf.create(OmegaConf.to_container(cfgs[0], resolve=True))
+    widest.arch.sizeG = max(int(c.arch.sizeG) for c in cfgs)
+    widest.arch.sizeD = max(int(c.arch.sizeD) for c in cfgs)
+    return member_cost(widest)
+
+
+def chunk_by_padding(jobs: list, cfg_of, max_members: int, max_padding: float) -> list[list]:
+    """Split one shape group into populations of at most ``max_members``, widest first, adding a
+    job to the current population only while every member's padded cost (the widest G's and D's
+    matmuls) stays within ``max_padding`` x its own cost: zero-padding a 400-wide G to 3 200 would
+    cost 64x its own matmuls. The whole population then does at most ``max_padding`` x its
+    members' own work."""
+    ordered = sorted(
+        jobs, key=lambda j: (int(cfg_of(j).arch.sizeG), int(cfg_of(j).arch.sizeD)), reverse=True
+    )
+    chunks: list[list] = []
+    current: list = []
+    for job in ordered:
+        trial = [*current, job]
+        cfgs = [cfg_of(j) for j in trial]
+        cheapest = min(member_cost(c) for c in cfgs)
+        fits = len(trial) <= max_members and padded_cost(cfgs) <= max_padding * cheapest
+        if current and not fits:
+            chunks.append(current)
+            trial = [job]
+        current = trial
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 class PopulationLauncher(Launcher):
-    def __init__(self, max_members: int = 64, n_jobs: int = 1) -> None:
+    def __init__(self, max_members: int = 64, n_jobs: int = 1, max_padding: float = 2.0) -> None:
         super().__init__()
-        if max_members < 1 or n_jobs < 1:
+        if max_members < 1 or n_jobs < 1 or max_padding < 1:
             raise ValueError(
-                f"hydra.launcher.max_members and n_jobs must be >= 1, got {max_members}, {n_jobs}"
+                "hydra.launcher.max_members and n_jobs must be >= 1 and max_padding >= 1.0, got "
+                f"{max_members}, {n_jobs}, {max_padding}"
             )
         self.max_members = max_members
+        self.max_padding = float(max_padding)
         self.n_jobs = n_jobs
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
@@ -155,10 +202,13 @@ class PopulationLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         chunks = [
-            jobs[start : start + self.max_members]
+            chunk
             for jobs in groups.values()
-            for start in range(0, len(jobs), self.max_members)
+            for chunk in chunk_by_padding(
+                jobs, lambda job: job[1].cfg, self.max_members, self.max_padding
+            )
         ]
+        log.info("%d populations: sizes %s", len(chunks), [len(c) for c in chunks])
         for chunk, results in zip(chunks, self._train(chunks), strict=True):
             for (i, member, described), result in zip(chunk, results, strict=True):
                 member.result = result

@@ -51,7 +51,7 @@ class InMemoryBatches:
         if self.shuffle:
             order = torch.randperm(
                 n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            )
+            ).to(self.images.device)
         for i in range(len(self)):
             if order is None:
                 chunk = slice(i * self.batch_size, (i + 1) * self.batch_size)
@@ -148,12 +148,13 @@ class ImageDataModule(LightningDataModule):
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def train_batches(self, epoch_fn, shuffle: bool = True) -> InMemoryBatches:
-        """A run's training batches: shuffled per (split_seed + 1, the epoch ``epoch_fn`` gives)."""
+    def train_batches(self, epoch_fn, shuffle: bool = True, device=None) -> InMemoryBatches:
+        """A run's training batches: shuffled per (split_seed + 1, the epoch ``epoch_fn`` gives);
+        with ``device``, the split is copied there once and batches are sliced on it."""
         images, labels = self.splits["train"]
         return InMemoryBatches(
-            images,
-            labels,
+            images.to(device) if device is not None else images,
+            labels.to(device) if device is not None else labels,
             self.batch_size,
             shuffle=shuffle,
             drop_last=True,

@@ -95,6 +95,13 @@ class GenerativeScores:
             yield self.classifier.features(to_classifier_input(batch)).float()
 
     @torch.no_grad()
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's features of ``images`` and its predicted classes, in one pass (several
+        generators' samples can go through together, then be scored one by one)."""
+        features = torch.cat(list(self._features(images)))
+        return features, self.classifier.logits_from_features(features).argmax(1)
+
+    @torch.no_grad()
     def score(self, images: torch.Tensor, requested_labels: torch.Tensor | None = None) -> dict:
         """IS, FID, KID, precision, recall, density, coverage and mode coverage; with
         ``requested_labels`` (the classes a conditional G was asked for) also ``class_match``, the
@@ -104,16 +111,25 @@ class GenerativeScores:
                 f"requested_labels must have shape ({images.shape[0]},), got "
                 f"{tuple(requested_labels.shape)}"
             )
+        return self.score_features(*self.features(images), requested_labels)
+
+    @torch.no_grad()
+    def score_features(
+        self,
+        fake_features: torch.Tensor,
+        predicted: torch.Tensor,
+        requested_labels: torch.Tensor | None = None,
+    ) -> dict:
+        """``score`` from the features and predictions ``features`` returned for the samples."""
         for metric in (self.inception, self.fid, self.kid):
             metric.reset()  # real features survive (reset_real_features=False)
-        predicted, fake_features = [], []
-        for features in self._features(images):
-            self.inception.update(features)
-            self.fid.update(features, real=False)
-            self.kid.update(features, real=False)
-            predicted.append(self.classifier.logits_from_features(features).argmax(1))
-            fake_features.append(features)
-        n = images.shape[0]
+        fake_features = fake_features.to(self.device)
+        for start in range(0, fake_features.shape[0], self.batch_size):
+            chunk = fake_features[start : start + self.batch_size]
+            self.inception.update(chunk)
+            self.fid.update(chunk, real=False)
+            self.kid.update(chunk, real=False)
+        n = fake_features.shape[0]
         self.kid.subset_size = min(self.kid_subset_size, n, self.num_real)
         # IS and KID draw random subsets: seeded, and the training RNG left untouched
         with torch.random.fork_rng(devices=[]):
@@ -121,7 +137,7 @@ class GenerativeScores:
             is_mean, is_std = self.inception.compute()
             kid_mean, kid_std = self.kid.compute()
         fid = self.fid.compute()
-        predicted = torch.cat(predicted).cpu()
+        predicted = predicted.cpu()
         share = torch.bincount(predicted, minlength=10).double() / n
         result = {
             "is": is_mean.item(),
@@ -132,7 +148,7 @@ class GenerativeScores:
             "modes_covered": int((share >= COVERAGE_THRESHOLD).sum()),
             "max_class_share": share.max().item(),
             "class_share": [round(s, 4) for s in share.tolist()],
-            **self.manifold.score(torch.cat(fake_features)),
+            **self.manifold.score(fake_features),
         }
         if requested_labels is not None:
             result.update(class_match_scores(predicted, requested_labels.cpu()))

@@ -41,24 +41,59 @@ class MemberOptimizer:
 class StackedOptimizer:
     """Steps every stacked parameter [K, ...] with per-member Adam or SGD.
 
-    Member k's slices of all parameters go through torch's own fused Adam kernel (the one
-    ``torch.optim.Adam(fused=True)``, the project's default, runs) or through SGD's foreach
-    arithmetic, with that member's hyper-parameters: K kernel calls per step, not K optimizers.
+    Two implementations of the same update, chosen by device:
+
+    - ``per_member`` (CPU): member k's slices of all parameters go through torch's own fused Adam
+      kernel (the one ``torch.optim.Adam(fused=True)``, the project's default, runs) or through
+      SGD's foreach arithmetic, with that member's hyper-parameters: K kernel calls per step, one
+      pass over memory each (measured on the 2-core CPU: 253 against the vectorized form's 168
+      member-steps/s for the small cell at K = 8, 112 against 64 for the medium cell at K = 4).
+    - ``vectorized`` (CUDA): one set of element-wise kernels per stacked parameter, for all members
+      at once, with each member's lr / betas / eps / momentum / step count as [K] tensors on the
+      device. The GPU is launch-bound for these nets, so K launches per parameter would cost more
+      than the arithmetic; and nothing in it reads a value back to the host.
+
+    The members' step counts and the ``active`` mask live on the parameters' device; a member that
+    is not active (it diverged) keeps its parameters, moments and step count as they are.
     """
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], members: list[MemberOptimizer]):
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        members: list[MemberOptimizer],
+        active: torch.Tensor | None = None,
+        vectorized: bool | None = None,
+    ):
         self.params = list(params)
         self.members = members
         size = len(members)
         if any(p.shape[0] != size for p in self.params):
             raise ValueError(f"every stacked parameter needs a leading dimension of {size}")
-        self.steps = torch.zeros(size, dtype=torch.long)
-        self.active = torch.ones(size, dtype=torch.bool)
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.momentum_buffer = [torch.zeros_like(p) for p in self.params]
+        device = self.params[0].device
+        self.vectorized = device.type == "cuda" if vectorized is None else vectorized
+        self.steps = torch.zeros(size, dtype=torch.long, device=device)
+        # shared with the other optimizer of the population (a divergence freezes both)
+        if active is None:
+            active = torch.ones(size, dtype=torch.bool, device=device)
+        self.active = active
+        self.any_adam = any(m.kind == "adam" for m in members)
+        self.any_sgd = any(m.kind == "sgd" for m in members)
+        # state only for the kinds present (the largest grid cell's G has 44 M weights a member)
+        self.exp_avg = [torch.zeros_like(p) for p in self.params] if self.any_adam else []
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params] if self.any_adam else []
+        self.momentum_buffer = [torch.zeros_like(p) for p in self.params] if self.any_sgd else []
         # Adam's per-tensor step counts, as torch keeps them (float32 scalars for the fused kernel)
-        self.adam_steps = [[torch.zeros(()) for _ in self.params] for _ in members]
+        self.adam_steps = [[torch.zeros((), device=device) for _ in self.params] for _ in members]
+
+        def column(values) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        self.is_adam = torch.tensor([m.kind == "adam" for m in members], device=device)
+        self.lr = column([m.lr for m in members])
+        self.beta1 = column([m.betas[0] for m in members])
+        self.beta2 = column([m.betas[1] for m in members])
+        self.eps = column([m.eps for m in members])
+        self.momentum = column([m.momentum for m in members])
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -70,6 +105,47 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
+        if self.vectorized:
+            self._step_vectorized()
+        else:
+            self._step_per_member()
+
+    def _step_vectorized(self) -> None:
+        active = self.active
+        first_step = self.steps == 0
+        self.steps += active.long()
+        # torch.optim.Adam's arithmetic with each member's own step count t (float, as torch's)
+        t = self.steps.float().clamp_min(1)
+        adam = self.is_adam & active
+        step_size = torch.where(adam, self.lr / (1 - self.beta1**t), 0.0)
+        sqrt_bias2 = (1 - self.beta2**t).sqrt()
+        # weights that leave a frozen member's (or an SGD member's) moments where they are
+        weight1 = torch.where(adam, 1 - self.beta1, 0.0)
+        decay2 = torch.where(adam, self.beta2, 1.0)
+        weight2 = torch.where(adam, 1 - self.beta2, 0.0)
+        sgd = ~self.is_adam & active
+        sgd_lr = torch.where(sgd, self.lr, 0.0)
+        # SGD's buffer: the gradient at the first step, then momentum * buffer + gradient
+        keep = torch.where(first_step, 0.0, self.momentum)
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            view = (-1,) + (1,) * (p.dim() - 1)
+            # a frozen member's gradient can be NaN (0 * inf in its backward): never let it in
+            grad = torch.where(active.view(view), p.grad, 0.0)
+            if self.any_adam:
+                exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
+                exp_avg.lerp_(grad, weight1.view(view))
+                exp_avg_sq.mul_(decay2.view(view)).addcmul_(grad * weight2.view(view), grad)
+                denom = (exp_avg_sq.sqrt() / sqrt_bias2.view(view)).add_(self.eps.view(view))
+                p.addcdiv_(exp_avg * step_size.view(view), denom, value=-1.0)
+            if self.any_sgd:
+                buffer = self.momentum_buffer[i]
+                updated = torch.where(sgd.view(view), buffer * keep.view(view) + grad, buffer)
+                buffer.copy_(updated)
+                p.sub_(buffer * sgd_lr.view(view))
+
+    def _step_per_member(self) -> None:
         with_grad = [i for i, p in enumerate(self.params) if p.grad is not None]
         for k in torch.nonzero(self.active).flatten().tolist():
             member = self.members[k]

@@ -54,6 +54,32 @@ def _build_member(cfg: DictConfig):
     return instantiate(cfg.model, _partial_=True)(run_config=run_config)
 
 
+def population_device(cfg: DictConfig) -> torch.device:
+    """Where a population trains: trainer.accelerator's choice (auto: a GPU if there is one)."""
+    accelerator = str(cfg.trainer.get("accelerator") or "auto")
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+#: latents are drawn for this many training batches at a time (one call per member, not per step)
+LATENT_CHUNK = 64
+
+
+def _latent_chunks(models, generators, batch_size: int, steps: int, device):
+    """Each member's latents from its own generator, ``steps`` batches at a time: [S, K, B, d]."""
+    while True:
+        yield torch.stack(
+            [
+                model.sample_latent(steps * batch_size, generator=g, device=device).view(
+                    steps, batch_size, -1
+                )
+                for model, g in zip(models, generators, strict=True)
+            ],
+            dim=1,
+        )
+
+
 def train_population(members: list[Member]) -> list[dict]:
     """Train the members together; write and return each one's metrics.json content."""
     started = time.time()
@@ -61,65 +87,80 @@ def train_population(members: list[Member]) -> list[dict]:
     first = cfgs[0]
     if first.get("torch_threads"):
         torch.set_num_threads(int(first.torch_threads))
+    torch.set_float32_matmul_precision(str(first.get("matmul_precision") or "highest"))
+    device = population_device(first)
     models = [_build_member(cfg) for cfg in cfgs]
     datamodule = instantiate(first.data)
     datamodule.prepare_data()
     datamodule.setup()
-    population = Population(models)
+    population = Population(models, device)
     size = len(members)
-    log.info("population of %d %s members (%s)", size, population.kind, first.model._target_)
+    target = first.model._target_
+    log.info("population of %d %s members (%s) on %s", size, population.kind, target, device)
 
     epoch_box = [0]
-    loader = datamodule.train_batches(lambda: epoch_box[0])  # a single run's order, epoch by epoch
+    # the training split lives on the device; a single run's batch order, epoch by epoch
+    loader = datamodule.train_batches(lambda: epoch_box[0], device=device)
     per_epoch = _batches_per_epoch(first.trainer.limit_train_batches, len(loader))
-    latents = [torch.Generator().manual_seed(int(cfg.seed)) for cfg in cfgs]
+    latent_generators = [torch.Generator(device=device).manual_seed(int(cfg.seed)) for cfg in cfgs]
+    latents = _latent_chunks(
+        models, latent_generators, datamodule.batch_size, min(LATENT_CHUNK, per_epoch), device
+    )
     callbacks = first.get("callbacks") or {}
     with torch.random.fork_rng(devices=[]):  # building the classifier draws initial weights
-        scores = _scorer(callbacks.get("generative_metrics"), datamodule)
-    steps = torch.zeros(size, dtype=torch.long)
+        scores = _scorer(callbacks.get("generative_metrics"), datamodule, device)
     train_logs: list[dict] = [{} for _ in members]
     last_logs: dict = {}  # the newest per-member losses ([K] tensors)
-    failures: dict[int, dict] = {}
     val_logs: list[dict] = [{} for _ in members]
     epochs_done = torch.zeros(size, dtype=torch.long)
     max_epochs = int(first.trainer.max_epochs)
+    chunk = None
+    in_chunk = 0
+    # where the population's time goes (metrics.json "population"): building, training, epoch ends
+    seconds = {"setup": time.time() - started, "training": 0.0, "epoch_end": 0.0}
 
     for epoch in range(max_epochs):
+        epoch_started = time.perf_counter()
         epoch_box[0] = epoch
         population.generator.train()
         population.discriminator.train()
         for batch_idx, (real, _) in enumerate(loader):
             if batch_idx >= per_epoch:
                 break
-            z = torch.stack(
-                [
-                    model.sample_latent(real.shape[0], generator=g, device="cpu")
-                    for model, g in zip(models, latents, strict=True)
-                ]
-            )
+            if chunk is None or in_chunk == chunk.shape[0]:
+                chunk, in_chunk = next(latents), 0
+            z = chunk[in_chunk]
+            in_chunk += 1
             generator_step = (batch_idx + 1) % population.d_steps_per_g_step == 0
-            active = population.active.clone()
             logs = population.training_step(
                 real.unsqueeze(0).expand(size, *real.shape), z, generator_step
             )
-            steps += active.long() * (2 if generator_step else 1)
-            for divergence in population.divergences[len(failures) :]:
-                failures[divergence.member] = {
-                    "message": f"non-finite {divergence.loss_name} at training batch "
-                    f"{epoch * per_epoch + batch_idx + 1} (epoch {epoch})",
-                    "loss": divergence.loss_name,
-                    "batch": epoch * per_epoch + batch_idx + 1,
-                    "epoch": epoch,
-                }
             last_logs.update(logs)
-        alive = [k for k in range(size) if bool(population.active[k])]
-        for k in alive:  # read once an epoch: no host sync per step
-            train_logs[k].update({f"train/{n}": float(v[k]) for n, v in last_logs.items()})
+        # read once an epoch: the steps themselves never wait for the device
+        alive = population.active.tolist()
+        seconds["training"] += time.perf_counter() - epoch_started
+        epoch_started = time.perf_counter()
+        alive = [k for k in range(size) if alive[k]]
+        host_logs = {name: value.tolist() for name, value in last_logs.items()}
+        for k in alive:
+            train_logs[k].update({f"train/{n}": v[k] for n, v in host_logs.items()})
         epochs_done[alive] += 1
         _epoch_end(
             population, members, models, alive, epoch, max_epochs, callbacks, scores, val_logs
         )
+        seconds["epoch_end"] += time.perf_counter() - epoch_started
 
+    failures = {}
+    for divergence in population.divergences:
+        epoch = (divergence.batch - 1) // per_epoch
+        failures[divergence.member] = {
+            "message": f"non-finite {divergence.loss_name} at training batch "
+            f"{divergence.batch} (epoch {epoch})",
+            "loss": divergence.loss_name,
+            "batch": divergence.batch,
+            "epoch": epoch,
+        }
+    steps = (population.optimizer_d.steps + population.optimizer_g.steps).tolist()
     results = []
     wall = time.time() - started
     for k, member in enumerate(members):
@@ -131,7 +172,13 @@ def train_population(members: list[Member]) -> list[dict]:
             "optimizer_steps": int(steps[k]),
             "metrics": {**train_logs[k], **val_logs[k]},
             **member.runtime,
-            "population": {"size": size, "wall_time_s": round(wall, 3)},
+            "population": {
+                "size": size,
+                "wall_time_s": round(wall, 3),
+                "device": str(device),
+                **{f"{name}_s": round(value, 3) for name, value in seconds.items()},
+                "training_batches": int(population.batches),
+            },
         }
         write_json_atomic(member.output_dir / "metrics.json", result)
         member.result = result
@@ -141,7 +188,7 @@ def train_population(members: list[Member]) -> list[dict]:
     return results
 
 
-def _scorer(metrics_cfg, datamodule):
+def _scorer(metrics_cfg, datamodule, device):
     if not metrics_cfg:
         return None
     from src.metrics.scores import GenerativeScores
@@ -150,6 +197,7 @@ def _scorer(metrics_cfg, datamodule):
     return GenerativeScores(
         metrics_cfg.dataset,
         real,
+        device=device,
         kid_subsets=metrics_cfg.kid_subsets,
         kid_subset_size=metrics_cfg.kid_subset_size,
         seed=metrics_cfg.get("seed", 0),
@@ -161,6 +209,7 @@ def _scorer(metrics_cfg, datamodule):
 def _render(population: Population, z: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
     """Every member's G(z) for the same latents z [n, d], in eval mode: [K, n, 1, H, W]."""
     population.generator.eval()
+    z = z.to(population.device)
     out = [
         population.generator(z[start : start + chunk].unsqueeze(0).expand(population.size, -1, -1))
         for start in range(0, z.shape[0], chunk)
@@ -178,7 +227,7 @@ def _epoch_end(population, members, models, alive, epoch, max_epochs, callbacks,
             generator=torch.Generator().manual_seed(grid_cfg.get("seed", 0)),
             device="cpu",
         )
-        images = _render(population, z)
+        images = _render(population, z).cpu()
         columns = int(grid_cfg.n_samples**0.5)
         for k in alive:
             folder = members[k].output_dir / "samples"
@@ -188,7 +237,7 @@ def _epoch_end(population, members, models, alive, epoch, max_epochs, callbacks,
             save_image(grid, folder / "last.png")
     metrics_cfg = callbacks.get("generative_metrics")
     due = metrics_cfg and ((epoch + 1) % metrics_cfg.every_n_epochs == 0 or epoch + 1 == max_epochs)
-    if scores is not None and due:
+    if scores is not None and due and alive:
         started = time.perf_counter()
         n = metrics_cfg.n_samples
         seeded = torch.Generator().manual_seed(metrics_cfg.get("seed", 0))
@@ -199,16 +248,19 @@ def _epoch_end(population, members, models, alive, epoch, max_epochs, callbacks,
                 for s in range(0, n, 1000)
             ]
         )
-        images = _render(population, z)
+        images = _render(population, z)[alive]
+        # the classifier sees every member's samples in one pass; the scores are per member
+        features, predicted = scores.features(images.flatten(0, 1))
+        features = features.view(len(alive), n, -1)
+        predicted = predicted.view(len(alive), n)
         with torch.random.fork_rng(devices=[]):
-            for k in alive:
-                result = scores.score(images[k])
+            for position, k in enumerate(alive):
+                result = scores.score_features(features[position], predicted[position])
                 values = {key: v for key, v in result.items() if not isinstance(v, list)}
                 val_logs[k].update({f"val/{key}": float(v) for key, v in values.items()})
+        seconds = (time.perf_counter() - started) / len(alive)
         for k in alive:
-            val_logs[k]["val/metrics_seconds"] = (time.perf_counter() - started) / max(
-                len(alive), 1
-            )
+            val_logs[k]["val/metrics_seconds"] = seconds
     if callbacks.get("model_checkpoint"):
         for k in alive:
             _save_member(population, k, models[k], members[k], epoch)

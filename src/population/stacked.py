@@ -72,9 +72,11 @@ class StackedDropout(nn.Module):
     def __init__(self, rates: torch.Tensor):
         super().__init__()
         self.register_buffer("rates", rates)
+        # known here, so a forward pass never reads the rates back from the GPU
+        self.any_dropout = bool((rates > 0).any())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not bool((self.rates > 0).any()):
+        if not self.training or not self.any_dropout:
             return x
         keep = 1 - self.rates.view(-1, 1, 1)
         mask = torch.rand_like(x) < keep

@@ -28,21 +28,33 @@ from src.population.stacked import StackedMLP
 SUPPORTED = ("GAN", "EBGAN", "EBGANPT")
 
 
+#: the losses whose non-finite value freezes a member, in the order a step computes them
+LOSS_NAMES = ("discriminator loss", "generator loss")
+
+
 @dataclass
 class Divergence:
     member: int
     loss_name: str
+    #: the population's training batch (1-based) at which the loss was first non-finite
+    batch: int
 
 
 class Population:
     """K runs of one model class (GAN, EBGAN or EBGAN-PT on the MLP nets) trained as one."""
 
-    def __init__(self, models: list):
+    def __init__(
+        self,
+        models: list,
+        device: torch.device | str = "cpu",
+        vectorized_optimizer: bool | None = None,
+    ):
         kinds = {type(m).__name__ for m in models}
         if len(kinds) != 1 or not kinds <= set(SUPPORTED):
             raise ValueError(f"a population trains one of {SUPPORTED}, got {sorted(kinds)}")
         self.kind = kinds.pop()
         self.size = len(models)
+        self.device = torch.device(device)
         template = models[0]
         if any(m.d_steps_per_g_step != template.d_steps_per_g_step for m in models):
             raise ValueError("members must share d_steps_per_g_step (it sets the step schedule)")
@@ -50,23 +62,38 @@ class Population:
             raise ValueError("members must share the latent distribution")
         self.d_steps_per_g_step = template.d_steps_per_g_step
         self.latent_distribution = template.latent_distribution
-        self.generator = StackedMLP([m.generator for m in models])
-        self.discriminator = StackedMLP([m.discriminator for m in models])
+        self.generator = StackedMLP([m.generator for m in models]).to(self.device)
+        self.discriminator = StackedMLP([m.discriminator for m in models]).to(self.device)
+        # one mask for both optimizers: a divergence in either step freezes the whole member
+        self.active = torch.ones(self.size, dtype=torch.bool, device=self.device)
         optimizers = [m.configure_optimizers() for m in models]  # (G, D) per member
         self.optimizer_g = StackedOptimizer(
-            self.generator.parameters(), [MemberOptimizer.from_torch(o[0]) for o in optimizers]
+            self.generator.parameters(),
+            [MemberOptimizer.from_torch(o[0]) for o in optimizers],
+            active=self.active,
+            vectorized=vectorized_optimizer,
         )
         self.optimizer_d = StackedOptimizer(
-            self.discriminator.parameters(), [MemberOptimizer.from_torch(o[1]) for o in optimizers]
+            self.discriminator.parameters(),
+            [MemberOptimizer.from_torch(o[1]) for o in optimizers],
+            active=self.active,
+            vectorized=vectorized_optimizer,
         )
         if self.kind == "GAN":
             self.discriminator_objective = self._same_callable(models, "discriminator_objective")
             self.generator_objective = self._same_callable(models, "generator_objective")
         else:
             self.energy = self._same_callable(models, "energy")
-            self.margin = torch.tensor([m.margin for m in models])
-            self.pt_weight = torch.tensor([getattr(m, "pt_weight", 0.0) for m in models])
-        self.divergences: list[Divergence] = []
+            self.margin = torch.tensor([m.margin for m in models], device=self.device)
+            self.pt_weight = torch.tensor(
+                [getattr(m, "pt_weight", 0.0) for m in models], device=self.device
+            )
+        # divergences are recorded on the device and read when asked (``divergences``), so a
+        # step never waits for the GPU: the batch (1-based) of each member's first non-finite
+        # loss (0: none yet) and which loss it was (an index into LOSS_NAMES)
+        self.batches = torch.zeros((), dtype=torch.long, device=self.device)
+        self.diverged_at = torch.zeros(self.size, dtype=torch.long, device=self.device)
+        self.diverged_loss = torch.zeros(self.size, dtype=torch.long, device=self.device)
 
     @staticmethod
     def _same_callable(models, name: str):
@@ -76,8 +103,12 @@ class Population:
         return first
 
     @property
-    def active(self) -> torch.Tensor:
-        return self.optimizer_d.active & self.optimizer_g.active
+    def divergences(self) -> list[Divergence]:
+        """The members that diverged so far, in the order they did (reads the device)."""
+        at = self.diverged_at.tolist()
+        losses = self.diverged_loss.tolist()
+        found = [Divergence(k, LOSS_NAMES[losses[k]], at[k]) for k in range(self.size) if at[k]]
+        return sorted(found, key=lambda d: (d.batch, LOSS_NAMES.index(d.loss_name), d.member))
 
     # ------------------------------------------------------------------ per-member losses [K]
     def discriminator_losses(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -102,6 +133,7 @@ class Population:
         """One batch for every member: real [K, B, ...] (each member's own batch), z [K, B, d].
 
         Returns the per-member losses ([K] tensors, detached)."""
+        self.batches += 1
         with torch.set_grad_enabled(generator_step):  # G's graph only when its step uses it
             fake = self.generator(z)
         loss_d = self.discriminator_losses(real, fake.detach())
@@ -116,11 +148,12 @@ class Population:
 
     def _update(self, optimizer: StackedOptimizer, losses: torch.Tensor, name: str) -> None:
         finite = torch.isfinite(losses.detach())
-        for member in torch.nonzero(~finite & self.active).flatten().tolist():
-            self.optimizer_d.freeze(member)
-            self.optimizer_g.freeze(member)
-            self.divergences.append(Divergence(member, name))
+        newly = self.active & ~finite
+        self.diverged_at.copy_(torch.where(newly, self.batches, self.diverged_at))
+        self.diverged_loss.masked_fill_(newly, LOSS_NAMES.index(name))
+        # in place: both optimizers hold this mask; a frozen member's parameters stay as they are
+        self.active &= finite
         optimizer.zero_grad()
         # a diverged member's loss is left out: its parameters get no update (they are frozen)
-        torch.where(finite & self.active, losses, torch.zeros_like(losses)).sum().backward()
+        torch.where(self.active, losses, torch.zeros_like(losses)).sum().backward()
         optimizer.step()

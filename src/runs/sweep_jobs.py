@@ -19,6 +19,7 @@ LAUNCH_ONLY_KEYS = {
     "hydra/launcher",
     "hydra.launcher.n_jobs",
     "hydra.launcher.max_members",
+    "hydra.launcher.max_padding",
     "hydra.sweep.dir",
 }
 

@@ -154,6 +154,7 @@ def train(cfg: DictConfig) -> dict:
     validate_config(cfg)  # before threads and seed are set: a bad value of theirs is one clear line
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
+    torch.set_float32_matmul_precision(str(cfg.get("matmul_precision") or "highest"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)

@@ -168,6 +168,7 @@ def schema() -> dict[str, Rule]:
         # the run
         "seed": SEED,
         "torch_threads": integer(1, nullable=True),
+        "matmul_precision": choice("highest", "high", "medium"),
         "print_config": boolean(),
         # data
         "data.dataset": choice(*DATASETS),

@@ -35,7 +35,7 @@ def member_steps_per_second(
     steps: int,
     warmup: int = 3,
     device: torch.device | str = "cpu",
-    vectorized_optimizer: bool | None = None,
+    vectorized_optimizer: bool = False,
 ) -> float:
     """Member-steps/s of a population of ``members`` copies of the cell (own seeds)."""
     from hydra.utils import instantiate
@@ -73,7 +73,9 @@ def main(argv=None) -> dict:
         help="cap K per cell, e.g. largest=32 (the cell's name starts with the word)",
     )
     parser.add_argument("--steps", type=int, default=30, help="timed population steps per K")
-    parser.add_argument("--lightning-batches", type=int, default=100)
+    parser.add_argument(
+        "--lightning-batches", type=int, default=100, help="0: no Lightning run for comparison"
+    )
     parser.add_argument("--cells", nargs="*", default=list(MLP_CELLS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
@@ -86,9 +88,9 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--optimizers",
         nargs="+",
-        default=["auto"],
-        choices=["auto", "per_member", "vectorized"],
-        help="StackedOptimizer implementation(s) (auto: per-member on CPU, vectorized on CUDA)",
+        default=["per_member"],
+        choices=["per_member", "vectorized"],
+        help="how Adam members step (src/population/optim.py): K fused kernels or one vectorized",
     )
     parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "outputs" / "benchmark_population.json"
@@ -98,7 +100,7 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     caps = dict(item.split("=", 1) for item in args.max_members)
-    vectorized = {"auto": None, "per_member": False, "vectorized": True}
+    vectorized = {"per_member": False, "vectorized": True}
     data_dir = os.environ.get("DATA_DIR", str(PROJECT_ROOT / "data"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,8 +109,12 @@ def main(argv=None) -> dict:
             for precision in args.matmul_precision:
                 torch.set_float32_matmul_precision(precision)
                 cfg = compose_cfg(MLP_CELLS[name], tmp, data_dir, accelerator=accelerator)
-                lightning = batches_per_second_lightning(cfg, args.lightning_batches)
-                print(f"{name}, {precision}: one Lightning run {lightning:.1f} batches/s")
+                lightning = None
+                if args.lightning_batches:
+                    lightning = batches_per_second_lightning(cfg, args.lightning_batches)
+                    print(f"{name}, {precision}: one Lightning run {lightning:.1f} batches/s")
+                else:
+                    print(f"{name}, {precision}:")
                 for optimizer in args.optimizers:
                     for members in args.members:
                         if cap is not None and members > cap:
@@ -128,13 +134,12 @@ def main(argv=None) -> dict:
                                 "members": members,
                                 "member_steps_s": rate,
                                 "lightning_batches_s": lightning,
-                                "vs_lightning": rate / lightning,
+                                "vs_lightning": rate / lightning if lightning else None,
                             }
                         )
-                        print(
-                            f"  {optimizer:10s} K = {members:3d}: {rate:9.1f} member-steps/s "
-                            f"({rate / lightning:.2f}x)"
-                        )
+                        ratio = f" ({rate / lightning:.2f}x)" if lightning else ""
+                        line = f"  {optimizer:10s} K = {members:3d}: {rate:9.1f} member-steps/s"
+                        print(line + ratio)
                         if device.type == "cuda":
                             torch.cuda.empty_cache()
     torch.set_float32_matmul_precision("highest")

@@ -41,20 +41,21 @@ class MemberOptimizer:
 class StackedOptimizer:
     """Steps every stacked parameter [K, ...] with per-member Adam or SGD.
 
-    Two implementations of the same update, chosen by device:
+    Adam members, two implementations of the same update:
 
-    - ``per_member`` (CPU): member k's slices of all parameters go through torch's own fused Adam
-      kernel (the one ``torch.optim.Adam(fused=True)``, the project's default, runs) or through
-      SGD's foreach arithmetic, with that member's hyper-parameters: K kernel calls per step, one
-      pass over memory each (measured on the 2-core CPU: 253 against the vectorized form's 168
-      member-steps/s for the small cell at K = 8, 112 against 64 for the medium cell at K = 4).
-    - ``vectorized`` (CUDA): one set of element-wise kernels per stacked parameter, for all members
-      at once, with each member's lr / betas / eps / momentum / step count as [K] tensors on the
-      device. The GPU is launch-bound for these nets, so K launches per parameter would cost more
-      than the arithmetic; and nothing in it reads a value back to the host.
+    - per member (the default): member k's slices of all parameters go through torch's own fused
+      Adam kernel (the one ``torch.optim.Adam(fused=True)``, the project's default, runs) with
+      that member's hyper-parameters: K kernel launches a step, one pass over memory each. A
+      frozen member's call is skipped inside the kernel (its ``found_inf`` flag, as AMP's skipped
+      steps), so nothing is read back to the host.
+    - ``vectorized``: one set of element-wise kernels per stacked parameter for all members at
+      once, each member's lr / betas / eps / step count as [K] tensors: fewer launches (K = 128
+      small nets on a GPU are launch-bound) but ~4x the memory traffic of the fused kernel (wide
+      nets are bandwidth-bound in the optimizer). README "Speed" has both, measured.
 
-    The members' step counts and the ``active`` mask live on the parameters' device; a member that
-    is not active (it diverged) keeps its parameters, moments and step count as they are.
+    SGD members (with or without momentum) always take the vectorized form, masked per member.
+    The members' step counts and the ``active`` mask live on the parameters' device; a member
+    that is not active (it diverged) keeps its parameters, moments and step count as they are.
     """
 
     def __init__(
@@ -62,7 +63,7 @@ class StackedOptimizer:
         params: Iterable[torch.nn.Parameter],
         members: list[MemberOptimizer],
         active: torch.Tensor | None = None,
-        vectorized: bool | None = None,
+        vectorized: bool = False,
     ):
         self.params = list(params)
         self.members = members
@@ -70,7 +71,7 @@ class StackedOptimizer:
         if any(p.shape[0] != size for p in self.params):
             raise ValueError(f"every stacked parameter needs a leading dimension of {size}")
         device = self.params[0].device
-        self.vectorized = device.type == "cuda" if vectorized is None else vectorized
+        self.vectorized = vectorized
         self.steps = torch.zeros(size, dtype=torch.long, device=device)
         # shared with the other optimizer of the population (a divergence freezes both)
         if active is None:
@@ -82,8 +83,9 @@ class StackedOptimizer:
         self.exp_avg = [torch.zeros_like(p) for p in self.params] if self.any_adam else []
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params] if self.any_adam else []
         self.momentum_buffer = [torch.zeros_like(p) for p in self.params] if self.any_sgd else []
-        # Adam's per-tensor step counts, as torch keeps them (float32 scalars for the fused kernel)
-        self.adam_steps = [[torch.zeros((), device=device) for _ in self.params] for _ in members]
+        # Adam's step count t per member, float32 as the fused kernel reads it
+        self.adam_steps = torch.zeros(size, dtype=torch.float32, device=device)
+        self.adam_members = [k for k, m in enumerate(members) if m.kind == "adam"]
 
         def column(values) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=device)
@@ -105,81 +107,76 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        if self.vectorized:
-            self._step_vectorized()
-        else:
-            self._step_per_member()
-
-    def _step_vectorized(self) -> None:
         active = self.active
         first_step = self.steps == 0
         self.steps += active.long()
-        # torch.optim.Adam's arithmetic with each member's own step count t (float, as torch's)
-        t = self.steps.float().clamp_min(1)
-        adam = self.is_adam & active
+        with_grad = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if self.any_adam:
+            self.adam_steps += (active & self.is_adam).float()
+            if self.vectorized:
+                self._adam_vectorized(with_grad)
+            else:
+                self._adam_per_member(with_grad)
+        if self.any_sgd:
+            self._sgd_vectorized(with_grad, first_step)
+
+    @staticmethod
+    def _member_view(p: torch.Tensor) -> tuple:
+        return (-1,) + (1,) * (p.dim() - 1)
+
+    def _adam_per_member(self, with_grad: list[int]) -> None:
+        # 1.0 where a member must not move: the kernel then returns without touching anything
+        skip = (~self.active).float()
+        for k in self.adam_members:
+            member = self.members[k]
+            torch._fused_adam_(
+                [self.params[i][k] for i in with_grad],
+                [self.params[i].grad[k] for i in with_grad],
+                [self.exp_avg[i][k] for i in with_grad],
+                [self.exp_avg_sq[i][k] for i in with_grad],
+                [],
+                [self.adam_steps[k]] * len(with_grad),
+                amsgrad=False,
+                lr=member.lr,
+                beta1=member.betas[0],
+                beta2=member.betas[1],
+                weight_decay=0.0,
+                eps=member.eps,
+                maximize=False,
+                grad_scale=None,
+                found_inf=skip[k],
+            )
+
+    def _adam_vectorized(self, with_grad: list[int]) -> None:
+        adam = self.is_adam & self.active
+        # torch.optim.Adam's arithmetic with each member's own step count t
+        t = self.adam_steps.clamp_min(1)
         step_size = torch.where(adam, self.lr / (1 - self.beta1**t), 0.0)
         sqrt_bias2 = (1 - self.beta2**t).sqrt()
         # weights that leave a frozen member's (or an SGD member's) moments where they are
         weight1 = torch.where(adam, 1 - self.beta1, 0.0)
         decay2 = torch.where(adam, self.beta2, 1.0)
         weight2 = torch.where(adam, 1 - self.beta2, 0.0)
-        sgd = ~self.is_adam & active
-        sgd_lr = torch.where(sgd, self.lr, 0.0)
-        # SGD's buffer: the gradient at the first step, then momentum * buffer + gradient
-        keep = torch.where(first_step, 0.0, self.momentum)
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            view = (-1,) + (1,) * (p.dim() - 1)
+        for i in with_grad:
+            p = self.params[i]
+            view = self._member_view(p)
             # a frozen member's gradient can be NaN (0 * inf in its backward): never let it in
-            grad = torch.where(active.view(view), p.grad, 0.0)
-            if self.any_adam:
-                exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
-                exp_avg.lerp_(grad, weight1.view(view))
-                exp_avg_sq.mul_(decay2.view(view)).addcmul_(grad * weight2.view(view), grad)
-                denom = (exp_avg_sq.sqrt() / sqrt_bias2.view(view)).add_(self.eps.view(view))
-                p.addcdiv_(exp_avg * step_size.view(view), denom, value=-1.0)
-            if self.any_sgd:
-                buffer = self.momentum_buffer[i]
-                updated = torch.where(sgd.view(view), buffer * keep.view(view) + grad, buffer)
-                buffer.copy_(updated)
-                p.sub_(buffer * sgd_lr.view(view))
+            grad = torch.where(adam.view(view), p.grad, 0.0)
+            exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
+            exp_avg.lerp_(grad, weight1.view(view))
+            exp_avg_sq.mul_(decay2.view(view)).addcmul_(grad * weight2.view(view), grad)
+            denom = (exp_avg_sq.sqrt() / sqrt_bias2.view(view)).add_(self.eps.view(view))
+            p.addcdiv_(exp_avg * step_size.view(view), denom, value=-1.0)
 
-    def _step_per_member(self) -> None:
-        with_grad = [i for i, p in enumerate(self.params) if p.grad is not None]
-        for k in torch.nonzero(self.active).flatten().tolist():
-            member = self.members[k]
-            self.steps[k] += 1
-            params = [self.params[i][k] for i in with_grad]
-            grads = [self.params[i].grad[k] for i in with_grad]
-            if member.kind == "adam":
-                steps = [self.adam_steps[k][i] for i in with_grad]
-                torch._foreach_add_(steps, 1)
-                torch._fused_adam_(
-                    params,
-                    grads,
-                    [self.exp_avg[i][k] for i in with_grad],
-                    [self.exp_avg_sq[i][k] for i in with_grad],
-                    [],
-                    steps,
-                    amsgrad=False,
-                    lr=member.lr,
-                    beta1=member.betas[0],
-                    beta2=member.betas[1],
-                    weight_decay=0.0,
-                    eps=member.eps,
-                    maximize=False,
-                    grad_scale=None,
-                    found_inf=None,
-                )
-            elif member.momentum:
-                # torch.optim.SGD: the first step's buffer is the gradient, then mu * buffer + grad
-                buffers = [self.momentum_buffer[i][k] for i in with_grad]
-                if int(self.steps[k]) == 1:
-                    torch._foreach_copy_(buffers, grads)
-                else:
-                    torch._foreach_mul_(buffers, member.momentum)
-                    torch._foreach_add_(buffers, grads)
-                torch._foreach_add_(params, buffers, alpha=-member.lr)
-            else:
-                torch._foreach_add_(params, grads, alpha=-member.lr)
+    def _sgd_vectorized(self, with_grad: list[int], first_step: torch.Tensor) -> None:
+        sgd = ~self.is_adam & self.active
+        lr = torch.where(sgd, self.lr, 0.0)
+        # torch.optim.SGD's buffer: the gradient at the first step, then momentum * buffer + grad
+        keep = torch.where(first_step, 0.0, self.momentum)
+        for i in with_grad:
+            p = self.params[i]
+            view = self._member_view(p)
+            buffer = self.momentum_buffer[i]
+            grad = torch.where(sgd.view(view), p.grad, 0.0)
+            buffer.copy_(torch.where(sgd.view(view), buffer * keep.view(view) + grad, buffer))
+            p.sub_(buffer * lr.view(view))

@@ -47,7 +47,7 @@ class Population:
         self,
         models: list,
         device: torch.device | str = "cpu",
-        vectorized_optimizer: bool | None = None,
+        vectorized_optimizer: bool = False,
     ):
         kinds = {type(m).__name__ for m in models}
         if len(kinds) != 1 or not kinds <= set(SUPPORTED):

@@ -404,3 +404,15 @@ def test_the_population_benchmark_measures_both_optimizers(tmp_path, data_dir, m
         ("vectorized", 2),
     ]
     assert all(r["member_steps_s"] > 0 and r["lightning_batches_s"] > 0 for r in rows)
+
+
+def test_the_adam_form_is_chosen_by_device_and_width():
+    """Per-member fused kernels on a CPU and for wide nets on a GPU; vectorized for narrow GPU nets
+    (the choice is made from shapes only, so it is checked here without a GPU)."""
+    from src.population.optim import VECTORIZED_BELOW, prefers_vectorized
+
+    narrow = [torch.empty(4, 800, 800, device="meta")]
+    wide = [torch.empty(4, VECTORIZED_BELOW, device="meta")]
+    assert not prefers_vectorized(narrow, torch.device("cpu"))
+    assert prefers_vectorized(narrow, torch.device("cuda"))
+    assert not prefers_vectorized(wide, torch.device("cuda"))

@@ -45,9 +45,9 @@ class Population:
 
     def __init__(
         self,
-        models: list,
+        models: list,  # ``vectorized_optimizer``: None chooses per net (optim.prefers_vectorized)
         device: torch.device | str = "cpu",
-        vectorized_optimizer: bool = False,
+        vectorized_optimizer: bool | None = None,
     ):
         kinds = {type(m).__name__ for m in models}
         if len(kinds) != 1 or not kinds <= set(SUPPORTED):

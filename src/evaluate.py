@@ -2,7 +2,10 @@
 
 Prints IS, FID, KID and mode coverage as JSON and writes them to <run>/evaluation.json (or
 ``out=``); a class-conditional model is asked for every class equally and also gets ``class_match``
-(overall, per class).
+(overall, per class). A model with an encoder (VAE, VAE-GAN) also gets, on the first ``n_real``
+test images: ``reconstruction_mse`` (per pixel, [0, 1] scale) and ``reconstruction_accuracy``, the
+pinned classifier's accuracy on the reconstructions against the images' labels (does a
+reconstruction keep its digit?), next to ``test_accuracy`` on the images themselves.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from src.data import ImageDataModule
     from src.metrics.scores import GenerativeScores
     from src.runs.checkpoints import load_checkpoint
-    from src.sampling import generate, requested_labels
+    from src.sampling import generate, has_encoder, requested_labels
     from src.utils import write_json_atomic
     from src.utils.schema import check_schema
 
@@ -53,6 +56,9 @@ def evaluate(cfg: DictConfig) -> dict:
     result = scores.score(
         generate(model, cfg.n_samples, seed=cfg.seed, labels=requested), requested_labels=requested
     )
+    if has_encoder(model):
+        test_images, test_labels = (part[: cfg.n_real] for part in data.splits["test"])
+        result.update(reconstruction_scores(model, scores, test_images, test_labels))
     result.update(
         {
             "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
@@ -71,6 +77,24 @@ def evaluate(cfg: DictConfig) -> dict:
     write_json_atomic(out, result)
     print(json.dumps(result, indent=2))
     return result
+
+
+def reconstruction_scores(model, scores, images_uint8, labels) -> dict:
+    """Pixel MSE of Dec(Enc(x)) and whether the pinned classifier still sees x's digit in it."""
+    from src.data.datamodule import to_signed_unit
+    from src.models.vae import reconstruction_mse
+    from src.sampling import reconstruct
+
+    images = to_signed_unit(images_uint8)
+    reconstructions = reconstruct(model, images)
+    predicted_reconstruction = scores.features(reconstructions)[1].cpu()
+    predicted_test = scores.features(images)[1].cpu()
+    return {
+        "reconstruction_mse": reconstruction_mse(reconstructions, images).item(),
+        "reconstruction_accuracy": (predicted_reconstruction == labels).float().mean().item(),
+        "test_accuracy": (predicted_test == labels).float().mean().item(),
+        "n_reconstructed": int(images.shape[0]),
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

@@ -3,7 +3,11 @@
 Writes to <run>/interpolations/ (or ``out_dir=``): ``linear.png`` and ``spherical.png`` (each row
 walks between two random latents), ``walk_<from>_to_<to>.png`` (each row moves the classifier's
 prediction from ``from_class`` toward ``to_class``) and ``walk.json`` with the classifier's
-probabilities along the walk.
+probabilities along the walk. A model with an encoder (VAE, VAE-GAN) also gets what its encoder
+allows: ``real_linear.png`` / ``real_spherical.png`` (each row: test image a, the walk from Enc(a)
+to Enc(b) decoded, test image b) and ``attribute_<from>_to_<to>.png`` (real test images of
+from_class moved along the mean-encoding difference of the two classes, Larsen et al. 2016's visual
+attribute vectors), with the classifier's view in ``attribute.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def interpolate(cfg: DictConfig) -> dict:
 
     from src.metrics.classifier import load_classifier
     from src.runs.checkpoints import load_checkpoint
-    from src.sampling import balanced_labels, render, save_grid
+    from src.sampling import balanced_labels, has_encoder, render, save_grid
     from src.sampling.interpolation import interpolation_latents, walk
     from src.utils import write_json_atomic
 
@@ -71,8 +75,13 @@ def interpolate(cfg: DictConfig) -> dict:
             cfg.seed,
         )
     except ValueError as err:  # the model does not generate enough of a class: a user choice to fix
-        raise ConfigError(str(err)) from err
-    written.append(save(images, f"walk_{cfg.from_class}_to_{cfg.to_class}.png", cfg.walk_steps))
+        if not has_encoder(model):
+            raise ConfigError(str(err)) from err
+        # an encoder model still walks from real images below
+        images, info = None, {"skipped": str(err)}
+    if images is not None:
+        name = f"walk_{cfg.from_class}_to_{cfg.to_class}.png"
+        written.append(save(images, name, cfg.walk_steps))
     info.update(
         {
             "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
@@ -81,7 +90,55 @@ def interpolate(cfg: DictConfig) -> dict:
         }
     )
     write_json_atomic(out_dir / "walk.json", info)
+    if has_encoder(model):
+        info["attribute"] = _encoder_walks(model, run_cfg, cfg, out_dir, save)
+        info["files"] += info["attribute"]["files"]
     print(json.dumps(info, indent=2))
+    return info
+
+
+def _encoder_walks(model, run_cfg, cfg, out_dir: Path, save) -> dict:
+    """Interpolations between real test images and a class attribute vector from encoded data."""
+    import torch
+
+    from src.data import ImageDataModule
+    from src.data.datamodule import to_signed_unit
+    from src.metrics.classifier import load_classifier
+    from src.sampling import render
+    from src.sampling.interpolation import encoded_class_walk, real_pair_latents
+    from src.utils import write_json_atomic
+
+    data = ImageDataModule(
+        dataset=run_cfg.data.dataset,
+        data_dir=cfg.paths.data_dir,
+        image_size=run_cfg.data.image_size,
+        val_size=run_cfg.data.val_size,
+        download=run_cfg.data.download,
+    )
+    data.setup()
+    test_images, test_labels = data.splits["test"]
+    images = to_signed_unit(test_images)
+    files = []
+    for mode in ("linear", "spherical"):
+        z, ends = real_pair_latents(model, images, cfg.pairs, cfg.steps, mode, cfg.seed)
+        walks = render(model, z).view(cfg.pairs, cfg.steps, *images.shape[1:])
+        rows = torch.cat([ends[:, :1], walks, ends[:, 1:]], dim=1).flatten(0, 1)
+        files.append(save(rows, f"real_{mode}.png", cfg.steps + 2))
+    decoded, info = encoded_class_walk(
+        model,
+        load_classifier(run_cfg.data.dataset, cfg.device),
+        images,
+        test_labels,
+        cfg.from_class,
+        cfg.to_class,
+        cfg.walk_rows,
+        cfg.walk_steps,
+        cfg.walk_scale,
+    )
+    name = f"attribute_{cfg.from_class}_to_{cfg.to_class}.png"
+    files.append(save(decoded, name, cfg.walk_steps))
+    info["files"] = files
+    write_json_atomic(out_dir / "attribute.json", info)
     return info
 
 

@@ -142,3 +142,54 @@ def gradient_penalty(
     interpolates = (e * real.detach() + (1 - e) * fake.detach()).requires_grad_(True)
     (gradients,) = torch.autograd.grad(critic(interpolates).sum(), interpolates, create_graph=True)
     return (torch.linalg.vector_norm(gradients.flatten(1), ord=2, dim=1) - 1).pow(2).mean()
+
+
+# ----------------------------------------------------------------------------- VAE and VAE-GAN
+PIXEL_LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """VAE prior loss, Kingma & Welling 2014 App. B: KL(N(mu, sigma^2) || N(0, I)) =
+    -1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2), summed over z, averaged over the batch."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=1).mean()
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Kingma & Welling 2014 Eq. 10: z = mu + sigma * eps, eps ~ N(0, I)."""
+    return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+
+
+def pixel_nll(reconstruction: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """VAE L_llike^pixel = -log p(x|z), summed over pixels, averaged over the batch; images in
+    [-1, 1]. ``bernoulli``: Kingma & Welling 2014 App. C.1 (their MNIST decoder), the pixels and
+    the decoder's mean mapped to [0, 1]; ``gaussian``: N(x; x_tilde, I), 1/2 ||x - x_tilde||^2."""
+    if likelihood == "bernoulli":
+        p = ((reconstruction + 1) / 2).clamp(1e-6, 1 - 1e-6)
+        target = (x + 1) / 2
+        nll = -(target * p.log() + (1 - target) * (1 - p).log())
+    elif likelihood == "gaussian":
+        nll = 0.5 * (reconstruction - x).pow(2)
+    else:
+        raise ValueError(
+            f"unknown pixel likelihood {likelihood!r}; allowed: {', '.join(PIXEL_LIKELIHOODS)}"
+        )
+    return nll.flatten(1).sum(dim=1).mean()
+
+
+def feature_nll(reconstruction_features: torch.Tensor, real_features: torch.Tensor) -> torch.Tensor:
+    """VAE-GAN L_llike^{Dis_l}, Larsen et al. 2016 Eq. 8-9: -log N(Dis_l(x); Dis_l(x_tilde), I) =
+    1/2 ||Dis_l(x) - Dis_l(x_tilde)||^2 (+ const), summed over features, averaged over the batch."""
+    difference = (reconstruction_features - real_features).flatten(1)
+    return 0.5 * difference.pow(2).sum(dim=1).mean()
+
+
+def vaegan_discriminator_loss(
+    real_logits: torch.Tensor, reconstruction_logits: torch.Tensor, prior_logits: torch.Tensor
+) -> torch.Tensor:
+    """VAE-GAN Dis loss, Larsen et al. 2016 Eq. 10 / Alg. 1: -L_GAN = -[log Dis(x) +
+    log(1 - Dis(x_tilde)) + log(1 - Dis(Dec(z_p)))], batch means, from logits."""
+    return (
+        F.softplus(-real_logits).mean()
+        + F.softplus(reconstruction_logits).mean()
+        + F.softplus(prior_logits).mean()
+    )

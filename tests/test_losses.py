@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from src import losses
 from src.losses import (
     ENERGY_NORMS,
     Energy,
@@ -169,3 +170,50 @@ def test_energy_object_matches_the_function_and_rejects_unknown_norms():
         assert torch.equal(Energy(norm)(x, reconstruction), energy(x, reconstruction, norm))
     with pytest.raises(ValueError, match="unknown energy norm 'l3'"):
         Energy("l3")
+
+
+def test_vae_prior_loss_is_the_closed_form_kl_by_hand():
+    # dim 1: mu 1, sigma^2 1 -> 1/2; dim 2: mu 0, sigma^2 4 -> -1/2 (1 + log 4 - 4) = 1.5 - log 2
+    mu = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(4.0)], [0.0, 0.0]])
+    expected = ((0.5 + 1.5 - math.log(2.0)) + 0.0) / 2  # the second sample is the prior: 0
+    assert losses.kl_to_standard_normal(mu, logvar).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_reparameterized_draws_have_the_posteriors_moments():
+    torch.manual_seed(0)
+    mu = torch.tensor([[2.0, -1.0]]).expand(200_000, 2)
+    logvar = torch.tensor([[math.log(0.25), math.log(9.0)]]).expand(200_000, 2)
+    z = losses.reparameterize(mu, logvar)
+    assert z.mean(0).tolist() == pytest.approx([2.0, -1.0], abs=0.02)
+    assert z.std(0).tolist() == pytest.approx([0.5, 3.0], rel=0.01)
+
+
+def test_pixel_likelihoods_by_hand():
+    x = torch.tensor([[1.0, -1.0]])
+    reconstruction = torch.tensor([[0.0, 0.6]])
+    # Bernoulli on [0, 1]: targets (1, 0), means (0.5, 0.8): -log 0.5 - log 0.2
+    bernoulli = losses.pixel_nll(reconstruction, x, "bernoulli")
+    assert bernoulli.item() == pytest.approx(-math.log(0.5) - math.log(0.2), rel=1e-5)
+    # unit Gaussian: 1/2 (1 + 1.6^2)
+    gaussian = losses.pixel_nll(reconstruction, x, "gaussian")
+    assert gaussian.item() == pytest.approx(0.5 * (1.0 + 2.56), rel=1e-6)
+    with pytest.raises(ValueError, match="allowed: bernoulli, gaussian"):
+        losses.pixel_nll(reconstruction, x, "laplace")
+
+
+def test_feature_likelihood_and_vaegan_discriminator_loss_by_hand():
+    reconstruction_features = torch.tensor([[1.0, 2.0], [3.0, 3.0]])
+    real_features = torch.tensor([[0.0, 0.0], [3.0, 3.0]])
+    # 1/2 (1 + 4) for the first sample, 0 for the second, averaged
+    assert losses.feature_nll(reconstruction_features, real_features).item() == pytest.approx(1.25)
+    zero = torch.zeros(4)
+    # Dis = 1/2 everywhere: -[log 1/2 + log 1/2 + log 1/2]
+    assert losses.vaegan_discriminator_loss(zero, zero, zero).item() == pytest.approx(
+        3 * math.log(2.0), rel=1e-6
+    )
+    # a confident, right Dis: -log sigmoid(10) - 2 log(1 - sigmoid(-10))
+    right = losses.vaegan_discriminator_loss(
+        torch.full((4,), 10.0), torch.full((4,), -10.0), torch.full((4,), -10.0)
+    )
+    assert right.item() == pytest.approx(3 * math.log1p(math.exp(-10.0)), rel=1e-5)

@@ -8,13 +8,16 @@ import torch
 from lightning import Callback
 from torchvision.utils import save_image
 
-from src.sampling import image_grid, render, requested_labels
+from src.data.datamodule import to_signed_unit
+from src.sampling import has_encoder, image_grid, reconstruction_pairs, render, requested_labels
 
 
 class SampleGrid(Callback):
     """Writes ``<dirpath>/epoch_XXX.png`` (and ``last.png``) from the same latents every epoch, so
     grids from one run are comparable frame by frame; hands the grid to loggers that take images
-    (W&B). For a class-conditional model each column is one class (n_samples rounded up to rows)."""
+    (W&B). For a class-conditional model each column is one class (n_samples rounded up to rows).
+    A model with an encoder (VAE, VAE-GAN) gets, beside its prior samples, the first test images
+    each followed by its reconstruction (as many rows as the samples)."""
 
     def __init__(self, dirpath: str, n_samples: int = 64, every_n_epochs: int = 1, seed: int = 0):
         if n_samples < 1 or every_n_epochs < 1:
@@ -25,6 +28,7 @@ class SampleGrid(Callback):
         self.seed = seed
         self.fixed_latent: torch.Tensor | None = None
         self.fixed_labels: torch.Tensor | None = None
+        self.fixed_images: torch.Tensor | None = None
         self.columns = int(n_samples**0.5)
 
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -36,12 +40,28 @@ class SampleGrid(Callback):
             n = -(-n // self.columns) * self.columns
         self.fixed_latent = pl_module.sample_latent(n, generator=seeded, device="cpu")
         self.fixed_labels = requested_labels(pl_module, n)
+        self.fixed_images = None
+        datamodule = getattr(trainer, "datamodule", None)
+        if has_encoder(pl_module) and getattr(datamodule, "splits", None):
+            rows = -(-n // self.columns)
+            test_images = datamodule.splits["test"][0][: rows * (self.columns // 2)]
+            self.fixed_images = to_signed_unit(test_images)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking:
             return
         images = render(pl_module, self.fixed_latent, self.fixed_labels)
         grid = image_grid(images, self.columns)
+        if self.fixed_images is not None:
+            pairs = image_grid(reconstruction_pairs(pl_module, self.fixed_images), self.columns)
+            height = max(grid.shape[1], pairs.shape[1])
+            grid, pairs = (
+                torch.nn.functional.pad(g, (0, 0, 0, height - g.shape[1]), value=1.0)
+                for g in (grid, pairs)
+            )
+            # samples | a white gap | test image, reconstruction, test image, ...
+            gap = torch.ones(grid.shape[0], height, 8)
+            grid = torch.cat([grid, gap, pairs], dim=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"epoch_{trainer.current_epoch:03d}.png"
         save_image(grid, path)

@@ -1,20 +1,22 @@
 """nn.Modules only: generators, classifier discriminators and auto-encoder discriminators.
 
 Every generator exposes ``latent_dim``; every auto-encoder's forward returns (reconstruction,
-embedding).
+embedding); every VAE encoder's returns (mu, log sigma^2).
 """
 
 from src.nets.began import BEGANAutoEncoder, BEGANGenerator
-from src.nets.dcgan import DCGANAutoEncoder, DCGANClassifier, DCGANGenerator
-from src.nets.mlp import MLPAutoEncoder, MLPClassifier, MLPGenerator
+from src.nets.dcgan import DCGANAutoEncoder, DCGANClassifier, DCGANEncoder, DCGANGenerator
+from src.nets.mlp import MLPAutoEncoder, MLPClassifier, MLPEncoder, MLPGenerator
 
 __all__ = [
     "BEGANAutoEncoder",
     "BEGANGenerator",
     "DCGANAutoEncoder",
     "DCGANClassifier",
+    "DCGANEncoder",
     "DCGANGenerator",
     "MLPAutoEncoder",
     "MLPClassifier",
+    "MLPEncoder",
     "MLPGenerator",
 ]

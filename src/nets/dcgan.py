@@ -103,13 +103,51 @@ class DCGANClassifier(nn.Module):
         self.out = nn.Linear(2 * width * _base_size(size) ** 2, 1)
         _init_dcgan(self)
 
+    #: hidden layers ``logits_and_features`` can read: the two conv stages
+    n_feature_layers = 2
+
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.logits_and_features(x, labels)[0]
+
+    def logits_and_features(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, layer: int = -1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logit, activation of conv stage ``layer``: 1 or 2, -1 the last) in one pass (VAE-GAN's
+        Dis_l)."""
         if self.num_classes:
             planes = label_vectors(labels, self.num_classes, x.shape[0])[:, :, None, None]
             x = torch.cat([x, planes.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
         else:
             check_unconditional(labels, type(self).__name__)
-        return self.out(self.down(x).flatten(1)).squeeze(1)
+        layer = _feature_layer(layer, self.n_feature_layers)
+        first = self.down[:2](x)  # conv + LeakyReLU
+        last = self.down[2:](first)  # conv + norm + LeakyReLU
+        return self.out(last.flatten(1)).squeeze(1), (first if layer == 1 else last)
+
+
+def _feature_layer(layer: int, available: int) -> int:
+    if layer == -1:
+        return available
+    if not 1 <= layer <= available:
+        raise ValueError(f"feature layer must be 1..{available} or -1 (the last), got {layer}")
+    return layer
+
+
+class DCGANEncoder(nn.Module):
+    """The VAE encoder q(z|x) = N(mu, diag sigma^2): D's two conv stages -> Linear -> (mu, log
+    sigma^2)."""
+
+    def __init__(self, image_shape, latent_dim: int, width: int = 64):
+        super().__init__()
+        channels, size, _ = image_shape
+        self.latent_dim = latent_dim
+        self.down = _down_path(channels, width)
+        self.out = nn.Linear(2 * width * _base_size(size) ** 2, 2 * latent_dim)
+        _init_dcgan(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.out(self.down(x).flatten(1)).chunk(2, dim=1)
+        return mu, logvar
 
 
 class DCGANAutoEncoder(nn.Module):

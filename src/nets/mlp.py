@@ -131,11 +131,54 @@ class MLPClassifier(nn.Module):
             norm=norm,
         )
         self.out = nn.Linear(hidden, 1)
+        self.n_feature_layers = n_layers - 1
         _init_normal(self, init_std)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = append_label_vectors(x.flatten(1), labels, self.num_classes, type(self).__name__)
         return self.out(self.body(h)).squeeze(1)
+
+    def logits_and_features(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, layer: int = -1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logit, activation of hidden layer ``layer``: 1..n_layers - 1, -1 the last) in one
+        pass (VAE-GAN's Dis_l)."""
+        if layer == -1:
+            layer = self.n_feature_layers
+        if not 1 <= layer <= self.n_feature_layers:
+            raise ValueError(
+                f"feature layer must be 1..{self.n_feature_layers} or -1 (the last), got {layer}"
+            )
+        h = append_label_vectors(x.flatten(1), labels, self.num_classes, type(self).__name__)
+        features = None
+        seen = 0
+        for module in self.body:
+            h = module(h)
+            # a hidden layer ends at its ReLU (its dropout, when on, follows and is kept out)
+            if isinstance(module, nn.ReLU):
+                seen += 1
+                if seen == layer:
+                    features = h
+        return self.out(h).squeeze(1), features
+
+
+class MLPEncoder(nn.Module):
+    """The VAE encoder q(z|x) = N(mu, diag sigma^2): (n_layers - 1) hidden layers -> Linear -> (mu,
+    log sigma^2)."""
+
+    def __init__(self, n_layers: int, hidden: int, image_shape, latent_dim: int):
+        super().__init__()
+        _check_depth("arch.nLayerD", n_layers)
+        self.latent_dim = latent_dim
+        self.body = _hidden_stack(
+            math.prod(image_shape), hidden, n_layers - 1, batch_norm_first=False, dropout=0.0
+        )
+        self.out = nn.Linear(hidden, 2 * latent_dim)
+        _init_normal(self, 0.02)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.out(self.body(x.flatten(1))).chunk(2, dim=1)
+        return mu, logvar
 
 
 class MLPAutoEncoder(nn.Module):

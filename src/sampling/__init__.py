@@ -4,8 +4,12 @@ here."""
 
 from src.sampling.generation import (
     balanced_labels,
+    encode,
     generate,
+    has_encoder,
     image_grid,
+    reconstruct,
+    reconstruction_pairs,
     render,
     requested_labels,
     save_grid,
@@ -14,8 +18,12 @@ from src.sampling.generation import (
 
 __all__ = [
     "balanced_labels",
+    "encode",
     "generate",
+    "has_encoder",
     "image_grid",
+    "reconstruct",
+    "reconstruction_pairs",
     "render",
     "requested_labels",
     "save_grid",

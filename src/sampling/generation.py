@@ -61,6 +61,35 @@ def generate(
     return render(model, z, labels, batch_size)
 
 
+def has_encoder(model) -> bool:
+    """Whether ``model`` maps images to latents (VAE, VAE-GAN: ``encode`` / ``reconstruct``)."""
+    return hasattr(model, "reconstruct")
+
+
+@torch.no_grad()
+def encode(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The posterior means of q(z|x) for ``images`` in eval mode, in chunks; latents on the CPU."""
+    was_training = model.training
+    model.eval()
+    chunks = [
+        model.encode(images[start : start + batch_size].to(model.device)).float().cpu()
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def reconstruct(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Dec(Enc(x)) (the posterior mean decoded) in eval mode, in chunks; images on the CPU."""
+    return render(model, encode(model, images, batch_size), batch_size=batch_size)
+
+
+def reconstruction_pairs(model, images: torch.Tensor) -> torch.Tensor:
+    """[x_1, x~_1, x_2, x~_2, ...]: each image followed by its reconstruction."""
+    return torch.stack([images.float(), reconstruct(model, images)], dim=1).flatten(0, 1)
+
+
 def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
     """[N, C, H, W] in [-1, 1] -> one [C', H', W'] grid in [0, 1], ``columns`` images a row."""
     return make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0)

@@ -152,3 +152,64 @@ def walk(
     ]
     info["p_from_class"] = [round(v, 4) for v in probabilities[..., from_class].mean(0).tolist()]
     return images, info
+
+
+@torch.no_grad()
+def real_pair_latents(
+    model, images: torch.Tensor, pairs: int, steps: int, mode: str, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoder model: [pairs * steps] latents, row i walking from Enc(a_i) to Enc(b_i) for two
+    seeded random test images a_i, b_i; also the [pairs, 2, ...] images themselves."""
+    from src.sampling.generation import encode
+
+    if mode not in ("linear", "spherical"):
+        raise ValueError(f"mode must be 'linear' or 'spherical', got {mode!r}")
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
+    chosen = images[order[: 2 * pairs]].view(pairs, 2, *images.shape[1:])
+    z0, z1 = encode(model, chosen[:, 0]), encode(model, chosen[:, 1])
+    weights = torch.linspace(0, 1, steps).repeat(pairs)
+    start, end = z0.repeat_interleave(steps, 0), z1.repeat_interleave(steps, 0)
+    return (lerp if mode == "linear" else slerp)(start, end, weights), chosen
+
+
+@torch.no_grad()
+def encoded_class_walk(
+    model,
+    classifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    from_class: int,
+    to_class: int,
+    rows: int,
+    steps: int,
+    scale: float,
+) -> tuple[torch.Tensor, dict]:
+    """An encoder model's attribute vector (Larsen et al. 2016 Sec. 5.1): d = mean Enc(x) over real
+    images of ``to_class`` - mean over ``from_class``; each row decodes Enc(x) + a d, a in [0,
+    scale], for a real image x of ``from_class``. Returns the grid and the classifier's view."""
+    from src.sampling.generation import encode
+
+    if from_class == to_class:
+        raise ValueError(f"from_class and to_class must differ, both are {from_class}")
+    z = encode(model, images)
+    direction = z[labels == to_class].mean(0) - z[labels == from_class].mean(0)
+    starts = z[labels == from_class][:rows]
+    alphas = torch.linspace(0, scale, steps)
+    walk_z = starts.repeat_interleave(steps, 0) + alphas.repeat(starts.shape[0]).view(-1, 1) * (
+        direction
+    )
+    decoded = render(model, walk_z)
+    probabilities = class_probabilities(classifier, decoded).view(-1, steps, 10)
+    info = {
+        "method": "difference of the mean encodings of real test images of the two classes",
+        "from_class": from_class,
+        "to_class": to_class,
+        "alphas": [round(a, 4) for a in alphas.tolist()],
+        "direction_norm": round(direction.norm().item(), 4),
+        "images_per_class": {str(c): int((labels == c).sum()) for c in (from_class, to_class)},
+        "p_to_class": [round(v, 4) for v in probabilities[..., to_class].mean(0).tolist()],
+        "share_predicted_to_class": [
+            round(v, 4) for v in (probabilities.argmax(2) == to_class).float().mean(0).tolist()
+        ],
+    }
+    return decoded, info

@@ -80,7 +80,7 @@ def validate_config(cfg: DictConfig) -> type:
         raise ConfigError(f"model._target_={target!r} cannot be imported: {err}") from err
 
     family = OmegaConf.select(cfg, "loss.family")
-    if family != model_cls.loss_family:
+    if model_cls.loss_family is not None and family != model_cls.loss_family:
         fitting = _options_where("loss", lambda c: c.get("family") == model_cls.loss_family)
         raise ConfigError(
             f"loss={_choice(cfg, 'loss')} (family {family!r}) does not fit "
@@ -88,9 +88,15 @@ def validate_config(cfg: DictConfig) -> type:
             f"which needs a {model_cls.loss_family!r} loss: choose loss= one of {fitting}"
         )
 
+    if getattr(model_cls, "needs_encoder", False) and OmegaConf.select(cfg, "arch.encoder") is None:
+        fitting = _options_where("arch", lambda c: "encoder" in c)
+        raise ConfigError(
+            f"arch={_choice(cfg, 'arch')} has no encoder (arch.encoder), which "
+            f"model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
+        )
     role = model_cls.discriminator_role
     provided = OmegaConf.select(cfg, "arch.discriminators") or {}
-    if role not in provided:
+    if role is not None and role not in provided:
         fitting = _options_where("arch", lambda c: role in (c.get("discriminators") or {}))
         raise ConfigError(
             f"arch={_choice(cfg, 'arch')} has no {role} discriminator (it provides "

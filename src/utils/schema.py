@@ -160,7 +160,7 @@ def schema() -> dict[str, Rule]:
     from lightning.fabric.connector import _PRECISION_INPUT_INT, _PRECISION_INPUT_STR
 
     from src.data.idx import DATASETS
-    from src.losses import ENERGY_NORMS
+    from src.losses import ENERGY_NORMS, PIXEL_LIKELIHOODS
     from src.models.base import LATENT_DISTRIBUTIONS
 
     precisions = typing.get_args(_PRECISION_INPUT_STR) + typing.get_args(_PRECISION_INPUT_INT)
@@ -194,6 +194,10 @@ def schema() -> dict[str, Rule]:
         "model.lr_min": number(0),
         "model.clip_value": positive(),
         "model.penalty_weight": number(0),
+        "model.kl_weight": number(0),
+        "model.pixel_likelihood": choice(*PIXEL_LIKELIHOODS),
+        "model.reconstruction_weight": number(0),
+        "model.feature_layer": integer(-1),
         "model.*.lr": positive(),
         "model.*.betas": Rule("numbers", 0, 1, high_open=True, length=2),
         "model.*.momentum": number(0),

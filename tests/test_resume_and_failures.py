@@ -24,11 +24,14 @@ RESUME_KNOBS = {
     "ebgan_pt": "model.margin=10",
     "began": "model.lr_decay_patience=1",
     "wgan": "model.d_steps_per_g_step=3",
+    # three optimizers, and G's moving average with its warm-up count
+    "vaegan": "model.ema_decay=0.9",
 }
 
 
 @pytest.mark.parametrize(
-    ("model", "arch"), [("ebgan_pt", "mlp"), ("began", "began"), ("wgan", "dcgan")]
+    ("model", "arch"),
+    [("ebgan_pt", "mlp"), ("began", "began"), ("wgan", "dcgan"), ("vaegan", "mlp")],
 )
 def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_factory, model, arch):
     steps = [
@@ -57,6 +60,9 @@ def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_fact
         assert torch.equal(straight[key], resumed[key]), key
     if model == "began":
         assert straight["k"].item() > 0 and torch.equal(straight["k"], resumed["k"])
+    if model == "vaegan":
+        assert straight["ema_updates"].item() == 16
+        assert any(key.startswith("generator_ema.") for key in straight)
 
 
 def test_validation_scoring_and_sample_grids_do_not_change_what_is_trained(make_cfg, tmp_path):

@@ -57,7 +57,8 @@ def stackable(cfg: DictConfig) -> bool:
 
     model = str(cfg.model._target_).rsplit(".", 1)[-1]
     generator = str(OmegaConf.select(cfg, "arch.generator._target_") or "")
-    return model in SUPPORTED and generator.endswith("MLPGenerator")
+    ema = OmegaConf.select(cfg, "model.ema_decay") is not None  # not kept by a population
+    return model in SUPPORTED and generator.endswith("MLPGenerator") and not ema
 
 
 def valid(cfg: DictConfig) -> bool:

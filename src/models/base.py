@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -74,6 +75,7 @@ class AdversarialModel(LightningModule):
         latent_distribution: str = "normal",
         check_finite_every_n_steps: int = 10,
         compile: bool = False,
+        ema_decay: float | None = None,
         run_config: dict | None = None,
     ):
         super().__init__()
@@ -101,6 +103,15 @@ class AdversarialModel(LightningModule):
         )
         self._last_generator_logs: dict = {}  # logged on batches without a G step too
         self.compile_nets = bool(compile)  # opt-in: torch.compile G and D for training (see setup)
+        # opt-in: an exponential moving average of G's weights, the G that samples (eval mode)
+        self.ema_decay = ema_decay
+        self.generator_ema: nn.Module | None = None
+        if ema_decay is not None:
+            if not 0.0 < ema_decay < 1.0:
+                raise ValueError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
+            self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
+            # in the checkpoint: a resumed run continues the average and its warm-up exactly
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         # the run's resolved config, saved in every checkpoint: evaluate.py / sample.py rebuild the
         # model from it
         self.run_config = run_config
@@ -135,20 +146,46 @@ class AdversarialModel(LightningModule):
             return torch.rand(shape, device=device, generator=generator).mul_(2).sub_(1)
         return torch.randn(shape, device=device, generator=generator)
 
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The G that samples: the EMA copy when ``ema_decay`` is set, else the trained G."""
+        return self.generator if self.generator_ema is None else self.generator_ema
+
+    @torch.no_grad()
+    def update_generator_ema(self) -> None:
+        """After each G step: ema <- d ema + (1 - d) G for weights and batch-norm statistics, with
+        d = min(ema_decay, (1 + t) / (10 + t)) at the t-th update (the warm-up of TensorFlow's
+        ExponentialMovingAverage ``num_updates``: early averages do not keep the random init)."""
+        if self.generator_ema is None:
+            return
+        self.ema_updates += 1
+        t = self.ema_updates.float()
+        weight = 1.0 - torch.clamp((1.0 + t) / (10.0 + t), max=self.ema_decay)
+        live = self.generator.state_dict()
+        for name, average in self.generator_ema.state_dict().items():
+            if average.is_floating_point():
+                average.lerp_(live[name].detach(), weight.to(average.dtype))
+            else:  # num_batches_tracked
+                average.copy_(live[name])
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """G(z), or G(z, y) if class-conditional (``labels``: indices or [N, C] label vectors)."""
+        """G(z), or G(z, y) if class-conditional (``labels``: indices or [N, C] label vectors).
+
+        In eval mode (sampling, scoring, the scripts) this is the EMA copy of G when the model
+        keeps one; in training mode always the trained G."""
+        generator = self.generator if self.training else self.sampling_generator
         if self.num_classes:
             if labels is None:
                 raise ValueError(
                     f"{type(self).__name__} is class-conditional: pass labels "
                     f"(0..{self.num_classes - 1})"
                 )
-            return self.generator(z, labels)
+            return generator(z, labels)
         if labels is not None:
             raise ValueError(
                 f"{type(self).__name__} is not class-conditional; labels cannot be given"
             )
-        return self.generator(z)
+        return generator(z)
 
     def discriminate(self, images: torch.Tensor, labels: torch.Tensor | None = None):
         """D(x), or D(x, y) for a class-conditional model."""
@@ -194,6 +231,7 @@ class AdversarialModel(LightningModule):
             with frozen(self.discriminator):  # D gets no grads in G's step
                 loss_g, self._last_generator_logs = self.generator_loss(fake, labels)
                 self._update(optimizer_g, loss_g, "generator loss", check)
+            self.update_generator_ema()
 
         if self._is_log_step():
             logs = {

@@ -76,7 +76,7 @@ class VAE(AdversarialModel):
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Dec(mean of q(z|x)): the deterministic reconstruction that evaluation and grids show."""
-        return self.generator(self.encode(x))
+        return self(self.encode(x))
 
     # ----------------------------------------------------------------- training
     def configure_optimizers(self):
@@ -106,6 +106,7 @@ class VAE(AdversarialModel):
         self.manual_backward(loss)
         optimizer_g.step()
         optimizer_e.step()
+        self.update_generator_ema()
         self._log_train(logs)
 
     def _check_now(self, batch_idx: int) -> bool:
@@ -252,6 +253,7 @@ class VAEGAN(VAE):
                 for param, grad in zip(params, grads, strict=True):
                     param.grad = grad
                 optimizer.step()
+        self.update_generator_ema()
 
         self._log_train(
             {

@@ -195,6 +195,7 @@ def schema() -> dict[str, Rule]:
         "model.clip_value": positive(),
         "model.penalty_weight": number(0),
         "model.kl_weight": number(0),
+        "model.ema_decay": number(0, 1, low_open=True, high_open=True, nullable=True),
         "model.pixel_likelihood": choice(*PIXEL_LIKELIHOODS),
         "model.reconstruction_weight": number(0),
         "model.feature_layer": integer(-1),

@@ -2,7 +2,8 @@
 
 Prints IS, FID, KID and mode coverage as JSON and writes them to <run>/evaluation.json (or
 ``out=``); a class-conditional model is asked for every class equally and also gets ``class_match``
-(overall, per class). A model with an encoder (VAE, VAE-GAN) also gets, on the first ``n_real``
+(overall, per class). ``sharpness_ratio``: the samples' mean |Laplacian| over the real test
+images' (src/metrics/sharpness.py; < 1 blurrier). A model with an encoder (VAE, VAE-GAN) also gets, on the first ``n_real``
 test images: ``reconstruction_mse`` (per pixel, [0, 1] scale) and ``reconstruction_accuracy``, the
 pinned classifier's accuracy on the reconstructions against the images' labels (does a
 reconstruction keep its digit?), next to ``test_accuracy`` on the images themselves.
@@ -26,6 +27,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     from src.data import ImageDataModule
     from src.metrics.scores import GenerativeScores
+    from src.metrics.sharpness import sharpness_ratio
     from src.runs.checkpoints import load_checkpoint
     from src.sampling import generate, has_encoder, requested_labels
     from src.utils import write_json_atomic
@@ -53,9 +55,11 @@ def evaluate(cfg: DictConfig) -> dict:
         nearest_k=cfg.nearest_k,
     )
     requested = requested_labels(model, cfg.n_samples)
-    result = scores.score(
-        generate(model, cfg.n_samples, seed=cfg.seed, labels=requested), requested_labels=requested
+    samples = generate(
+        model, cfg.n_samples, seed=cfg.seed, labels=requested, batch_norm=cfg.batch_norm
     )
+    result = scores.score(samples, requested_labels=requested)
+    result["sharpness_ratio"] = sharpness_ratio(samples, data.splits["test"][0][: cfg.n_real])
     if has_encoder(model):
         test_images, test_labels = (part[: cfg.n_real] for part in data.splits["test"])
         result.update(reconstruction_scores(model, scores, test_images, test_labels))
@@ -66,6 +70,8 @@ def evaluate(cfg: DictConfig) -> dict:
             "dataset": run_cfg.data.dataset,
             "n_samples": cfg.n_samples,
             "n_real": cfg.n_real,
+            "batch_norm": cfg.batch_norm,
+            "ema": getattr(model, "generator_ema", None) is not None,
             "seconds": round(time.perf_counter() - started, 2),
         }
     )

@@ -76,3 +76,21 @@ def test_a_run_with_ema_samples_from_it_after_training(make_cfg, tmp_path):
     samples = generate(model, 8, seed=1)
     model.generator_ema = None  # the trained G draws different samples from the same latents
     assert not torch.equal(samples, generate(model, 8, seed=1))
+
+
+def test_sampling_on_batch_statistics_leaves_the_running_ones_alone(make_cfg):
+    from src.sampling import generate
+
+    model = build(make_cfg)
+    model.train()
+    model(torch.randn(16, model.latent_dim))  # move G's running statistics off their init
+    model.update_generator_ema()
+    saved = {k: v.clone() for k, v in model.generator_ema.state_dict().items()}
+    running = generate(model, 64, batch_size=32, seed=3)
+    batch = generate(model, 64, batch_size=32, seed=3, batch_norm="batch")
+    assert not torch.allclose(running, batch)
+    for key, value in model.generator_ema.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    assert model.training  # the mode the caller had is restored
+    with pytest.raises(ValueError, match="batch_norm must be one of"):
+        generate(model, 4, batch_norm="instance")

@@ -212,3 +212,15 @@ def test_cli_refuses_a_missing_checkpoint(tmp_path):
         timeout=120,
     )
     assert done.returncode == 2 and f"ckpt_path={tmp_path}/x.ckpt: no such file" in done.stderr
+
+
+def test_sharpness_ratio_sees_blur_and_noise(mnist_test):
+    from src.metrics.sharpness import sharpness_ratio
+
+    real = mnist_test[0][:500].unsqueeze(1)
+    as_float = real.float() / 127.5 - 1
+    blurred = torch.nn.functional.avg_pool2d(as_float, 3, stride=1, padding=1)
+    noisy = (as_float + 0.3 * torch.randn_like(as_float)).clamp(-1, 1)
+    assert sharpness_ratio(real, real) == pytest.approx(1.0)
+    assert sharpness_ratio(as_float, real) == pytest.approx(1.0, rel=1e-5)
+    assert sharpness_ratio(blurred, real) < 0.7 < 1.3 < sharpness_ratio(noisy, real)

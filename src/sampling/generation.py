@@ -6,10 +6,13 @@ Every function takes a model built by the project (``model(z, labels)``, ``model
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 from torchvision.utils import make_grid, save_image
+
+from src.nets.batch_norm import batch_statistics
 
 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
@@ -22,27 +25,51 @@ def requested_labels(model, n: int) -> torch.Tensor | None:
     return balanced_labels(n, model.num_classes) if model.num_classes else None
 
 
+#: how G's batch norms normalise when sampling: ``running`` statistics (eval mode, the default:
+#: a sample does not depend on the others drawn with it) or ``batch`` statistics of each chunk of
+#: ``batch_size`` samples (as in training); README "EMA of G" has both measured
+BATCH_NORM_MODES = ("running", "batch")
+
+
 @torch.no_grad()
 def render(
-    model, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000
+    model,
+    z: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    batch_size: int = 1000,
+    batch_norm: str = "running",
 ) -> torch.Tensor:
     """G(z[, labels]) in eval mode (mode restored after), in chunks; images on the CPU."""
+    if batch_norm not in BATCH_NORM_MODES:
+        raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
     was_training = model.training
     model.eval()
+    generator = getattr(model, "sampling_generator", None)
+    statistics = (
+        batch_statistics(generator)
+        if batch_norm == "batch" and generator is not None
+        else contextlib.nullcontext()
+    )
     chunks = []
-    for start in range(0, z.shape[0], batch_size):
-        chunk_labels = (
-            None if labels is None else labels[start : start + batch_size].to(model.device)
-        )
-        chunk = model(z[start : start + batch_size].to(model.device), chunk_labels)
-        chunks.append(chunk.float().cpu())
+    with statistics:
+        for start in range(0, z.shape[0], batch_size):
+            chunk_labels = (
+                None if labels is None else labels[start : start + batch_size].to(model.device)
+            )
+            chunk = model(z[start : start + batch_size].to(model.device), chunk_labels)
+            chunks.append(chunk.float().cpu())
     model.train(was_training)
     return torch.cat(chunks)
 
 
 @torch.no_grad()
 def generate(
-    model, n: int, batch_size: int = 1000, seed: int = 0, labels: torch.Tensor | None = None
+    model,
+    n: int,
+    batch_size: int = 1000,
+    seed: int = 0,
+    labels: torch.Tensor | None = None,
+    batch_norm: str = "running",
 ) -> torch.Tensor:
     """n samples of ``model``'s G in eval mode from seeded latents; the global RNG is untouched.
 
@@ -58,7 +85,7 @@ def generate(
             for start in range(0, n, batch_size)
         ]
     )
-    return render(model, z, labels, batch_size)
+    return render(model, z, labels, batch_size, batch_norm)
 
 
 def has_encoder(model) -> bool:

@@ -274,6 +274,7 @@ def schema() -> dict[str, Rule]:
         "walk_steps": integer(2),
         "walk_scale": positive(),
         "walk_samples": integer(1),
+        "batch_norm": choice("running", "batch"),
     }
 
 

@@ -3,10 +3,10 @@
 Prints IS, FID, KID and mode coverage as JSON and writes them to <run>/evaluation.json (or
 ``out=``); a class-conditional model is asked for every class equally and also gets ``class_match``
 (overall, per class). ``sharpness_ratio``: the samples' mean |Laplacian| over the real test
-images' (src/metrics/sharpness.py; < 1 blurrier). A model with an encoder (VAE, VAE-GAN) also gets, on the first ``n_real``
-test images: ``reconstruction_mse`` (per pixel, [0, 1] scale) and ``reconstruction_accuracy``, the
-pinned classifier's accuracy on the reconstructions against the images' labels (does a
-reconstruction keep its digit?), next to ``test_accuracy`` on the images themselves.
+images' (src/metrics/sharpness.py; < 1 blurrier). A model with an encoder (VAE, VAE-GAN) also
+gets, on the first ``n_real`` test images: ``reconstruction_mse`` (per pixel, [0, 1] scale) and
+``reconstruction_accuracy``, the pinned classifier's accuracy on the reconstructions against the
+images' labels (does a reconstruction keep its digit?), next to ``test_accuracy`` on the images.
 """
 
 from __future__ import annotations

@@ -58,7 +58,9 @@ def stackable(cfg: DictConfig) -> bool:
     model = str(cfg.model._target_).rsplit(".", 1)[-1]
     generator = str(OmegaConf.select(cfg, "arch.generator._target_") or "")
     ema = OmegaConf.select(cfg, "model.ema_decay") is not None  # not kept by a population
-    return model in SUPPORTED and generator.endswith("MLPGenerator") and not ema
+    # a population is one process: a job asking for several devices runs on its own (DDP)
+    distributed = str(OmegaConf.select(cfg, "trainer.strategy") or "auto") != "auto"
+    return model in SUPPORTED and generator.endswith("MLPGenerator") and not ema and not distributed
 
 
 def valid(cfg: DictConfig) -> bool:

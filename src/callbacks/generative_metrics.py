@@ -66,6 +66,9 @@ class GenerativeMetrics(Callback):
         epoch = trainer.current_epoch + 1
         if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
             return
+        # once for the whole process group: every rank holds the same G
+        if not trainer.is_global_zero:
+            return
         started = time.perf_counter()
         requested = requested_labels(pl_module, self.n_samples)
         device = pl_module.device
@@ -78,4 +81,9 @@ class GenerativeMetrics(Callback):
         for c, share in enumerate(result.get("class_match_per_class", [])):
             values[f"class_match_{c}"] = share
         values["metrics_seconds"] = time.perf_counter() - started
-        pl_module.log_dict({f"val/{k}": v for k, v in values.items()}, on_epoch=True, on_step=False)
+        pl_module.log_dict(
+            {f"val/{k}": v for k, v in values.items()},
+            on_epoch=True,
+            on_step=False,
+            rank_zero_only=True,
+        )

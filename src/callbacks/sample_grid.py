@@ -50,6 +50,8 @@ class SampleGrid(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking:
             return
+        if not trainer.is_global_zero:  # one writer under DDP
+            return
         images = render(pl_module, self.fixed_latent, self.fixed_labels)
         grid = image_grid(images, self.columns)
         if self.fixed_images is not None:

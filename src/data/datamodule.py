@@ -28,6 +28,7 @@ class InMemoryBatches:
         drop_last: bool,
         seed: int = 0,
         epoch_fn=None,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.images = images
         self.labels = labels
@@ -38,9 +39,18 @@ class InMemoryBatches:
         # epoch e's shuffle depends only on (seed, e): a resumed run sees a straight run's batches
         self.epoch_fn = epoch_fn
         self.epochs_iterated = 0
+        # (rank, world size) under DDP: every process walks the same order and takes every
+        # world-th image from it, as Lightning's DistributedSampler would (a batch per process)
+        self.rank, self.world_size = shard
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"shard rank {self.rank} is not in 0..{self.world_size - 1}")
+
+    def _shard_size(self) -> int:
+        # equal for every rank (the last n mod world images are left out), so no rank waits
+        return self.images.shape[0] // self.world_size
 
     def __len__(self) -> int:
-        n = self.images.shape[0]
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
@@ -52,6 +62,9 @@ class InMemoryBatches:
             order = torch.randperm(
                 n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             ).to(self.images.device)
+        if self.world_size > 1:
+            order = torch.arange(n, device=self.images.device) if order is None else order
+            order = order[self.rank :: self.world_size][: self._shard_size()]
         for i in range(len(self)):
             if order is None:
                 chunk = slice(i * self.batch_size, (i + 1) * self.batch_size)
@@ -160,6 +173,7 @@ class ImageDataModule(LightningDataModule):
             drop_last=True,
             seed=self.split_seed + 1,
             epoch_fn=epoch_fn,
+            shard=self._shard(),
         )
 
     def train_dataloader(self) -> InMemoryBatches:
@@ -169,7 +183,15 @@ class ImageDataModule(LightningDataModule):
 
     def val_dataloader(self) -> InMemoryBatches:
         images, labels = self.splits["val"]
-        return InMemoryBatches(images, labels, self.batch_size, shuffle=False, drop_last=False)
+        return InMemoryBatches(
+            images, labels, self.batch_size, shuffle=False, drop_last=False, shard=self._shard()
+        )
+
+    def _shard(self) -> tuple[int, int]:
+        """(global rank, world size) of this process under a Trainer, else (0, 1)."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
 
     def test_dataloader(self) -> InMemoryBatches:
         images, labels = self.splits["test"]

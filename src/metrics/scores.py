@@ -65,11 +65,15 @@ class GenerativeScores:
         self.seed = seed
         self.classifier = load_classifier(dataset, self.device)
         self.kid_subset_size = kid_subset_size
+        # the scores are computed by one process (rank 0 under DDP) from samples it drew itself:
+        # torchmetrics must not gather the other processes' states (they hold none, and would be
+        # waiting in another collective: a deadlock)
+        local = {"sync_on_compute": False}
         self.inception = InceptionScore(
-            feature=FeaturesToLogits(self.classifier), splits=is_splits, normalize=False
+            feature=FeaturesToLogits(self.classifier), splits=is_splits, normalize=False, **local
         )
         self.fid = FrechetInceptionDistance(
-            feature=PenultimateFeatures(), reset_real_features=False, normalize=False
+            feature=PenultimateFeatures(), reset_real_features=False, normalize=False, **local
         )
         self.kid = KernelInceptionDistance(
             feature=PenultimateFeatures(),
@@ -77,6 +81,7 @@ class GenerativeScores:
             normalize=False,
             subsets=kid_subsets,
             subset_size=kid_subset_size,
+            **local,
         )
         for metric in (self.inception, self.fid, self.kid):
             metric.to(self.device)

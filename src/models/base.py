@@ -263,8 +263,22 @@ class AdversarialModel(LightningModule):
         return self.train_batches_seen % max(self.trainer.log_every_n_steps, 1) == 0
 
     def _raise_if_not_finite(self, loss: torch.Tensor, name: str) -> None:
-        if not torch.isfinite(loss.detach()).all():
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process stops together (a rank left waiting in an all-reduce would hang)
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
             raise DivergenceError(name, self.train_batches_seen, self.current_epoch)
+
+    def on_train_end(self) -> None:
+        """Under DDP: do all processes hold the same weights? (They must: each steps on the same
+        all-reduced gradients.) Recorded in metrics.json as ``distributed.replicas_identical``."""
+        if self.trainer.world_size < 2:
+            return
+        flat = torch.cat([t.detach().double().flatten() for t in self.state_dict().values()])
+        checksum = torch.stack([flat.sum(), flat.square().sum()])
+        gathered = self.trainer.strategy.all_gather(checksum)
+        self.replicas_identical = bool((gathered == gathered[0]).all())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
@@ -302,6 +316,7 @@ class AdversarialModel(LightningModule):
             on_step=False,
             on_epoch=True,
             batch_size=real.shape[0],
+            sync_dist=True,  # under DDP: the mean over every process's share of the val split
         )
 
     def validation_values(

@@ -135,6 +135,7 @@ class VAE(AdversarialModel):
             on_step=False,
             on_epoch=True,
             batch_size=real.shape[0],
+            sync_dist=True,
         )
 
     def validation_values(self, real: torch.Tensor, *_) -> dict:

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.models.base import DivergenceError
@@ -160,7 +161,9 @@ def train(cfg: DictConfig) -> dict:
     datamodule, model, trainer = instantiate_all(cfg)
     # missing/corrupt data: a clear error now, not a traceback from inside fit
     datamodule.prepare_data()
-    if cfg.get("print_config", True):
+    # under DDP the other processes run this function too (Lightning starts them with the same
+    # command): only global rank 0 writes the config tree and metrics.json
+    if cfg.get("print_config", True) and rank_zero_only.rank == 0:
         print_config_tree(cfg, save_to=output_dir / "config_tree.log")
 
     status, failure, reraise = "completed", None, None
@@ -192,6 +195,14 @@ def train(cfg: DictConfig) -> dict:
         "metrics": _floats(trainer.callback_metrics),
         **runtime,
     }
+    if trainer.world_size > 1:
+        result["distributed"] = {
+            "world_size": trainer.world_size,
+            "strategy": type(trainer.strategy).__name__,
+            "replicas_identical": getattr(model, "replicas_identical", None),
+        }
+    if not trainer.is_global_zero:
+        return result
     write_json_atomic(output_dir / "metrics.json", result)
     log.info(
         "status %s after %.1f s; results in %s",

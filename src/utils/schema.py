@@ -158,6 +158,7 @@ def schema() -> dict[str, Rule]:
     import typing
 
     from lightning.fabric.connector import _PRECISION_INPUT_INT, _PRECISION_INPUT_STR
+    from lightning.pytorch.strategies import StrategyRegistry
 
     from src.data.idx import DATASETS
     from src.losses import ENERGY_NORMS, PIXEL_LIKELIHOODS
@@ -227,6 +228,10 @@ def schema() -> dict[str, Rule]:
         # trainer (Lightning's own values: -1 epochs = no limit, devices -1 / "auto" = all)
         "trainer.accelerator": choice("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
         "trainer.devices": integer(1, also=(-1, "auto")),
+        "trainer.num_nodes": integer(1),
+        "trainer.sync_batchnorm": boolean(),
+        # Lightning's registered strategy names
+        "trainer.strategy": choice("auto", *StrategyRegistry.available_strategies()),
         "trainer.max_epochs": integer(1, also=(-1,)),
         "trainer.min_epochs": integer(0, nullable=True),
         "trainer.max_steps": integer(1, also=(-1,)),

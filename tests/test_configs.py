@@ -207,3 +207,26 @@ def test_default_adam_is_fused_and_takes_the_same_steps_as_the_reference_adam(ma
             optimizer.step()
     for a, b in zip(net.parameters(), reference_net.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_the_multi_node_slurm_launcher_takes_its_shape_from_the_trainer(tmp_path):
+    """hydra/launcher=slurm_ddp: one SLURM job per run with num_nodes x devices tasks (composition
+    only: no SLURM cluster here)."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "trainer=ddp",
+                "trainer.num_nodes=2",
+                "trainer.devices=4",
+                "hydra/launcher=slurm_ddp",
+            ],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"

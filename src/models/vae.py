@@ -167,7 +167,7 @@ class VAEGAN(VAE):
         optimizer_e: OptimizerFactory,
         optimizer_d: OptimizerFactory,
         generator_objective: Callable,
-        reconstruction_weight: float = 1e-2,
+        reconstruction_weight: float = 1e-3,
         feature_layer: int = -1,
         kl_weight: float = 1.0,
         **loop_options,

@@ -272,10 +272,12 @@ class AdversarialModel(LightningModule):
 
     def on_train_end(self) -> None:
         """Under DDP: do all processes hold the same weights? (They must: each steps on the same
-        all-reduced gradients.) Recorded in metrics.json as ``distributed.replicas_identical``."""
+        all-reduced gradients.) Recorded in metrics.json as ``distributed.replicas_identical``.
+        Parameters only: batch-norm running statistics follow each process's own batches and are
+        re-broadcast from rank 0 at every step (DDP's ``broadcast_buffers``)."""
         if self.trainer.world_size < 2:
             return
-        flat = torch.cat([t.detach().double().flatten() for t in self.state_dict().values()])
+        flat = torch.cat([p.detach().double().flatten() for p in self.parameters()])
         checksum = torch.stack([flat.sum(), flat.square().sum()])
         gathered = self.trainer.strategy.all_gather(checksum)
         self.replicas_identical = bool((gathered == gathered[0]).all())

@@ -155,7 +155,7 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Kingma & Welling 2014 Eq. 10: z = mu + sigma * eps, eps ~ N(0, I)."""
+    """Reparameterisation, Kingma & Welling 2014 Sec. 2.4: z = mu + sigma * eps, eps ~ N(0, I)."""
     return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
 
 
@@ -177,7 +177,7 @@ def pixel_nll(reconstruction: torch.Tensor, x: torch.Tensor, likelihood: str) ->
 
 
 def feature_nll(reconstruction_features: torch.Tensor, real_features: torch.Tensor) -> torch.Tensor:
-    """VAE-GAN L_llike^{Dis_l}, Larsen et al. 2016 Eq. 8-9: -log N(Dis_l(x); Dis_l(x_tilde), I) =
+    """VAE-GAN L_llike^{Dis_l}, Larsen et al. 2016 Sec. 2.3: -log N(Dis_l(x); Dis_l(x_tilde), I) =
     1/2 ||Dis_l(x) - Dis_l(x_tilde)||^2 (+ const), summed over features, averaged over the batch."""
     difference = (reconstruction_features - real_features).flatten(1)
     return 0.5 * difference.pow(2).sum(dim=1).mean()
@@ -186,7 +186,7 @@ def feature_nll(reconstruction_features: torch.Tensor, real_features: torch.Tens
 def vaegan_discriminator_loss(
     real_logits: torch.Tensor, reconstruction_logits: torch.Tensor, prior_logits: torch.Tensor
 ) -> torch.Tensor:
-    """VAE-GAN Dis loss, Larsen et al. 2016 Eq. 10 / Alg. 1: -L_GAN = -[log Dis(x) +
+    """VAE-GAN Dis loss, Larsen et al. 2016 Sec. 2.3 / Alg. 1: -L_GAN = -[log Dis(x) +
     log(1 - Dis(x_tilde)) + log(1 - Dis(Dec(z_p)))], batch means, from logits."""
     return (
         F.softplus(-real_logits).mean()

@@ -151,7 +151,7 @@ class VAEGAN(VAE):
     Enc by L_prior + L_llike^{Dis_l}; Dec by gamma * L_llike^{Dis_l} - L_GAN (its adversarial part
     is the ``loss`` group's generator objective, applied to Dis(x_tilde) and Dis(Dec(z_p)):
     ``bce_minimax`` is the paper's -L_GAN, ``bce_ns`` the non-saturating form); Dis by L_GAN only
-    (Eq. 10, src.losses.vaegan_discriminator_loss; it is never trained on L_llike). gamma is
+    (src.losses.vaegan_discriminator_loss; it is never trained on L_llike). gamma is
     ``reconstruction_weight``; ``kl_weight`` scales L_prior as in the VAE.
     """
 

@@ -52,13 +52,15 @@ MODEL_CLASSES = {
     "wgan": "WGAN",
     "wgan_gp": "WGANGP",
     "cgan": "CGAN",
+    "vae": "VAE",
+    "vaegan": "VAEGAN",
 }
-# arch=began has only an auto-encoder D: no classifier (GAN, cGAN) and no critic (WGAN)
+# arch=began has only an auto-encoder D: no classifier (GAN, cGAN), no critic (WGAN), no encoder
 COMBOS = [
     (m, a)
     for m in MODEL_CLASSES
     for a in ("mlp", "dcgan", "began")
-    if not (m in ("gan", "cgan", "wgan", "wgan_gp") and a == "began")
+    if not (m in ("gan", "cgan", "wgan", "wgan_gp", "vae", "vaegan") and a == "began")
 ]
 
 

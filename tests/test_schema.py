@@ -17,7 +17,12 @@ from src.utils.schema import leaves, rule_for
 CONF_DIR = str(PROJECT_ROOT / "conf")
 MODELS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "model").glob("*.yaml"))
 ARCHS = ("mlp", "dcgan", "began")
-FITS = {"classifier": ("mlp", "dcgan"), "critic": ("mlp", "dcgan"), "autoencoder": ARCHS}
+FITS = {
+    "classifier": ("mlp", "dcgan"),
+    "critic": ("mlp", "dcgan"),
+    "autoencoder": ARCHS,
+    None: ("mlp", "dcgan"),  # no D (model=vae): the archs with an encoder
+}
 
 
 ENTRY_POINTS = ["train", "evaluate", "sample", "interpolate"]

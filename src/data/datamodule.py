@@ -191,7 +191,7 @@ class ImageDataModule(LightningDataModule):
         """(global rank, world size) of this process under a Trainer, else (0, 1)."""
         if self.trainer is None:
             return 0, 1
-        return self.trainer.global_rank, self.trainer.world_size
+        return getattr(self.trainer, "global_rank", 0), getattr(self.trainer, "world_size", 1)
 
     def test_dataloader(self) -> InMemoryBatches:
         images, labels = self.splits["test"]

@@ -416,3 +416,57 @@ def test_the_adam_form_is_chosen_by_device_and_width():
     assert not prefers_vectorized(narrow, torch.device("cpu"))
     assert prefers_vectorized(narrow, torch.device("cuda"))
     assert not prefers_vectorized(wide, torch.device("cuda"))
+
+
+def test_an_interrupted_population_resumes_where_a_straight_one_would_be(make_cfg, tmp_path):
+    """Killed after its first epoch, a population relaunched with the same members continues from
+    its saved state (stacks, optimizers, latent streams, dropout RNG, logs) and ends exactly where
+    an uninterrupted one ends; the state file is removed once the members' results are written."""
+    import src.population.run as run
+    from src.population.run import Member, population_checkpoint_path, train_population
+
+    def members(folder):
+        built = []
+        for k, width in enumerate((16, 24)):
+            cfg = make_cfg(
+                "model=ebgan",
+                f"arch.sizeD={width}",
+                "arch.dropoutD=true",
+                f"seed={k + 1}",
+                "trainer.max_epochs=2",
+                "trainer.limit_train_batches=3",
+                "callbacks.sample_grid=null",
+            )
+            built.append(Member(cfg, tmp_path / folder / f"member{k}"))
+        return built
+
+    straight = train_population(members("straight"))
+
+    original, calls = run._save_population, []
+
+    def save_then_die(path, state):
+        original(path, state)
+        calls.append(path)
+        raise KeyboardInterrupt  # the machine went away after epoch 1's state was written
+
+    run._save_population = save_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_population(members("resumed"))
+    finally:
+        run._save_population = original
+    assert calls == [population_checkpoint_path(members("resumed"))] and calls[0].is_file()
+    resumed = train_population(members("resumed"))
+    assert not calls[0].exists()
+    for a, b in zip(straight, resumed, strict=True):
+        # 2 epochs x 3 batches x (a D and a G step)
+        assert a["metrics"] == b["metrics"] and a["optimizer_steps"] == b["optimizer_steps"] == 12
+    for k in range(2):
+        weights = [
+            torch.load(
+                tmp_path / f / f"member{k}" / "checkpoints" / "last.ckpt", weights_only=False
+            )
+            for f in ("straight", "resumed")
+        ]
+        for name, value in weights[0]["state_dict"].items():
+            assert torch.equal(value, weights[1]["state_dict"][name]), name

@@ -128,6 +128,22 @@ class StackedOptimizer:
         for p in self.params:
             p.grad = None
 
+    _TENSORS = ("steps", "active", "adam_steps")
+    _LISTS = ("exp_avg", "exp_avg_sq", "momentum_buffer")
+
+    def state_dict(self) -> dict:
+        """Step counts, the active mask and every moment / buffer (for a population checkpoint)."""
+        return {name: getattr(self, name) for name in (*self._TENSORS, *self._LISTS)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Copy ``state`` in place (the active mask stays the tensor both optimizers share)."""
+        for name in self._TENSORS:
+            getattr(self, name).copy_(state[name])
+        for name in self._LISTS:
+            for mine, saved in zip(getattr(self, name), state[name], strict=True):
+                mine.copy_(saved)
+
     def freeze(self, member: int) -> None:
         """Stop updating ``member`` (its state stays as it was at its last good step)."""
         self.active[member] = False

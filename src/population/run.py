@@ -10,7 +10,9 @@ epoch only), and draws its latents from its own generator seeded with its seed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,18 +68,62 @@ def population_device(cfg: DictConfig) -> torch.device:
 LATENT_CHUNK = 64
 
 
-def _latent_chunks(models, generators, batch_size: int, steps: int, device):
-    """Each member's latents from its own generator, ``steps`` batches at a time: [S, K, B, d]."""
-    while True:
-        yield torch.stack(
+class LatentStream:
+    """Each member's latents from its own generator (seeded with its seed), drawn ``steps``
+    batches at a time ([S, K, B, d]), handed out one batch [K, B, d] at a time. Its state (the
+    generators' states where the current chunk began, and the position in it) resumes exactly."""
+
+    def __init__(self, models, seeds, batch_size: int, steps: int, device):
+        self.models = models
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.batch_size = batch_size
+        self.steps = steps
+        self.device = device
+        self.chunk: torch.Tensor | None = None
+        self.position = 0
+        self.chunk_start = [g.get_state() for g in self.generators]
+
+    def _draw(self) -> None:
+        self.chunk_start = [g.get_state() for g in self.generators]
+        self.chunk = torch.stack(
             [
-                model.sample_latent(steps * batch_size, generator=g, device=device).view(
-                    steps, batch_size, -1
-                )
-                for model, g in zip(models, generators, strict=True)
+                model.sample_latent(
+                    self.steps * self.batch_size, generator=g, device=self.device
+                ).view(self.steps, self.batch_size, -1)
+                for model, g in zip(self.models, self.generators, strict=True)
             ],
             dim=1,
         )
+        self.position = 0
+
+    def next(self) -> torch.Tensor:
+        if self.chunk is None or self.position == self.steps:
+            self._draw()
+        z = self.chunk[self.position]
+        self.position += 1
+        return z
+
+    def state_dict(self) -> dict:
+        return {
+            "chunk_start": self.chunk_start,
+            "position": self.position,
+            "drawn": self.chunk is not None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for g, saved in zip(self.generators, state["chunk_start"], strict=True):
+            g.set_state(saved.cpu())
+        if state["drawn"]:  # draw the same chunk again, then skip what was used of it
+            self._draw()
+            self.position = state["position"]
+
+
+def population_checkpoint_path(members: list[Member]) -> Path:
+    """Where a population keeps its state between epochs: beside its members' run folders,
+    named by them (a relaunch regroups the same unfinished jobs into the same population)."""
+    names = "\n".join(sorted(str(m.output_dir) for m in members))
+    digest = hashlib.sha1(names.encode()).hexdigest()[:16]
+    return Path(members[0].output_dir).parent / ".populations" / f"{digest}.pt"
 
 
 def train_population(members: list[Member]) -> list[dict]:
@@ -102,9 +148,12 @@ def train_population(members: list[Member]) -> list[dict]:
     # the training split lives on the device; a single run's batch order, epoch by epoch
     loader = datamodule.train_batches(lambda: epoch_box[0], device=device)
     per_epoch = _batches_per_epoch(first.trainer.limit_train_batches, len(loader))
-    latent_generators = [torch.Generator(device=device).manual_seed(int(cfg.seed)) for cfg in cfgs]
-    latents = _latent_chunks(
-        models, latent_generators, datamodule.batch_size, min(LATENT_CHUNK, per_epoch), device
+    latents = LatentStream(
+        models,
+        [cfg.seed for cfg in cfgs],
+        datamodule.batch_size,
+        min(LATENT_CHUNK, per_epoch),
+        device,
     )
     callbacks = first.get("callbacks") or {}
     with torch.random.fork_rng(devices=[]):  # building the classifier draws initial weights
@@ -114,12 +163,24 @@ def train_population(members: list[Member]) -> list[dict]:
     val_logs: list[dict] = [{} for _ in members]
     epochs_done = torch.zeros(size, dtype=torch.long)
     max_epochs = int(first.trainer.max_epochs)
-    chunk = None
-    in_chunk = 0
     # where the population's time goes (metrics.json "population"): building, training, epoch ends
     seconds = {"setup": time.time() - started, "training": 0.0, "epoch_end": 0.0}
+    checkpoint_path = population_checkpoint_path(members)
+    first_epoch = 0
+    if checkpoint_path.is_file():  # an interrupted population: on from its last finished epoch
+        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        population.load_state_dict(saved["population"])
+        latents.load_state_dict(saved["latents"])
+        train_logs, val_logs, seconds = saved["train_logs"], saved["val_logs"], saved["seconds"]
+        epochs_done = saved["epochs_done"]
+        torch.set_rng_state(saved["rng"].cpu())
+        if device.type == "cuda" and saved["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
+        started = time.time() - saved["elapsed"]
+        first_epoch = saved["epoch"] + 1
+        log.info("population resumed after epoch %d from %s", saved["epoch"], checkpoint_path)
 
-    for epoch in range(max_epochs):
+    for epoch in range(first_epoch, max_epochs):
         epoch_started = time.perf_counter()
         epoch_box[0] = epoch
         population.generator.train()
@@ -127,10 +188,7 @@ def train_population(members: list[Member]) -> list[dict]:
         for batch_idx, (real, _) in enumerate(loader):
             if batch_idx >= per_epoch:
                 break
-            if chunk is None or in_chunk == chunk.shape[0]:
-                chunk, in_chunk = next(latents), 0
-            z = chunk[in_chunk]
-            in_chunk += 1
+            z = latents.next()
             generator_step = (batch_idx + 1) % population.d_steps_per_g_step == 0
             logs = population.training_step(
                 real.unsqueeze(0).expand(size, *real.shape), z, generator_step
@@ -149,6 +207,23 @@ def train_population(members: list[Member]) -> list[dict]:
             population, members, models, alive, epoch, max_epochs, callbacks, scores, val_logs
         )
         seconds["epoch_end"] += time.perf_counter() - epoch_started
+        if epoch + 1 < max_epochs:
+            _save_population(
+                checkpoint_path,
+                {
+                    "members": [str(m.output_dir) for m in members],
+                    "epoch": epoch,
+                    "population": population.state_dict(),
+                    "latents": latents.state_dict(),
+                    "train_logs": train_logs,
+                    "val_logs": val_logs,
+                    "epochs_done": epochs_done,
+                    "seconds": seconds,
+                    "elapsed": time.time() - started,
+                    "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                },
+            )
 
     failures = {}
     for divergence in population.divergences:
@@ -183,6 +258,7 @@ def train_population(members: list[Member]) -> list[dict]:
         write_json_atomic(member.output_dir / "metrics.json", result)
         member.result = result
         results.append(result)
+    checkpoint_path.unlink(missing_ok=True)  # every member's results are written
     done = size - len(failures)
     log.info("population done in %.1f s: %d completed, %d diverged", wall, done, len(failures))
     return results
@@ -264,6 +340,14 @@ def _epoch_end(population, members, models, alive, epoch, max_epochs, callbacks,
     if callbacks.get("model_checkpoint"):
         for k in alive:
             _save_member(population, k, models[k], members[k], epoch)
+
+
+def _save_population(path: Path, state: dict) -> None:
+    """Write the population's state after an epoch, atomically (a kill mid-write keeps the last)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    torch.save(state, partial)
+    os.replace(partial, path)
 
 
 def _save_member(population: Population, k: int, model, member: Member, epoch: int) -> None:

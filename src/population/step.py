@@ -95,6 +95,28 @@ class Population:
         self.diverged_at = torch.zeros(self.size, dtype=torch.long, device=self.device)
         self.diverged_loss = torch.zeros(self.size, dtype=torch.long, device=self.device)
 
+    def state_dict(self) -> dict:
+        """Everything a resumed population needs: both stacks (weights, batch-norm statistics),
+        both optimizers, the batch counter and the divergence record."""
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "optimizer_g": self.optimizer_g.state_dict(),
+            "optimizer_d": self.optimizer_d.state_dict(),
+            "batches": self.batches,
+            "diverged_at": self.diverged_at,
+            "diverged_loss": self.diverged_loss,
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.optimizer_d.load_state_dict(state["optimizer_d"])
+        for name in ("batches", "diverged_at", "diverged_loss"):
+            getattr(self, name).copy_(state[name])
+
     @staticmethod
     def _same_callable(models, name: str):
         first = getattr(models[0], name)

@@ -25,10 +25,9 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict:
     import time
 
-    from src.data import ImageDataModule
     from src.metrics.scores import GenerativeScores
     from src.metrics.sharpness import sharpness_ratio
-    from src.runs.checkpoints import load_checkpoint
+    from src.runs.checkpoints import load_checkpoint, run_data
     from src.sampling import generate, has_encoder, requested_labels
     from src.utils import write_json_atomic
     from src.utils.schema import check_schema
@@ -36,14 +35,7 @@ def evaluate(cfg: DictConfig) -> dict:
     check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
     model.to(cfg.device)
-    data = ImageDataModule(
-        dataset=run_cfg.data.dataset,
-        data_dir=cfg.paths.data_dir,
-        image_size=run_cfg.data.image_size,
-        val_size=run_cfg.data.val_size,
-        download=run_cfg.data.download,
-    )
-    data.setup()
+    data = run_data(run_cfg, cfg.paths.data_dir)
     started = time.perf_counter()
     scores = GenerativeScores(
         run_cfg.data.dataset,

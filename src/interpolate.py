@@ -101,21 +101,14 @@ def _encoder_walks(model, run_cfg, cfg, out_dir: Path, save) -> dict:
     """Interpolations between real test images and a class attribute vector from encoded data."""
     import torch
 
-    from src.data import ImageDataModule
     from src.data.datamodule import to_signed_unit
     from src.metrics.classifier import load_classifier
+    from src.runs.checkpoints import run_data
     from src.sampling import render
     from src.sampling.interpolation import encoded_class_walk, real_pair_latents
     from src.utils import write_json_atomic
 
-    data = ImageDataModule(
-        dataset=run_cfg.data.dataset,
-        data_dir=cfg.paths.data_dir,
-        image_size=run_cfg.data.image_size,
-        val_size=run_cfg.data.val_size,
-        download=run_cfg.data.download,
-    )
-    data.setup()
+    data = run_data(run_cfg, cfg.paths.data_dir)
     test_images, test_labels = data.splits["test"]
     images = to_signed_unit(test_images)
     files = []

@@ -45,3 +45,19 @@ def load_checkpoint(ckpt_path: str | Path):
     model = instantiate(run_cfg.model)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), run_cfg
+
+
+def run_data(run_cfg, data_dir: str | Path):
+    """The data module of the run a checkpoint came from (its dataset, image size and split), set
+    up from ``data_dir``: the real images that scripts compare a checkpoint's samples with."""
+    from src.data import ImageDataModule
+
+    data = ImageDataModule(
+        dataset=run_cfg.data.dataset,
+        data_dir=str(data_dir),
+        image_size=run_cfg.data.image_size,
+        val_size=run_cfg.data.val_size,
+        download=run_cfg.data.download,
+    )
+    data.setup()
+    return data

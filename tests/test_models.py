@@ -403,3 +403,23 @@ def test_model_compile_is_opt_in_for_fit_and_keeps_parameter_names(make_cfg):
         and model.discriminator._compiled_call_impl is not None
     )
     assert list(model.state_dict()) == list(plain.state_dict())  # checkpoints stay interchangeable
+
+
+def test_began_nets_start_with_the_reference_xavier_init_and_a_spread_of_samples():
+    """With PyTorch's default init the BEGAN G maps every z to nearly the same image (no batch norm
+    to undo it); Glorot-uniform (the reference implementation's, the default) does not."""
+    from src.nets.began import BEGANGenerator
+
+    spreads = {}
+    for init in ("default", "xavier"):
+        torch.manual_seed(0)
+        generator = BEGANGenerator(32, (1, 28, 28), filters=16, init=init)
+        with torch.no_grad():
+            images = generator(torch.rand(256, 32) * 2 - 1)
+        spreads[init] = images.std(0).mean().item()
+    assert spreads["xavier"] > 20 * spreads["default"]
+    assert all(
+        m.bias.abs().sum() == 0 for m in generator.modules() if isinstance(m, torch.nn.Conv2d)
+    )
+    with pytest.raises(ValueError, match="arch.init must be one of"):
+        BEGANGenerator(32, (1, 28, 28), init="he")

@@ -25,6 +25,22 @@ def scales_for(image_size: int) -> tuple[int, int]:
     )
 
 
+#: weight initialisations: ``xavier`` (Glorot uniform, zero biases: the reference implementation's,
+#: TensorFlow's conv/dense default) or ``default`` (PyTorch's); README "BEGAN" has what it changes
+INITS = ("xavier", "default")
+
+
+def initialise(module: nn.Module, init: str) -> None:
+    if init not in INITS:
+        raise ValueError(f"arch.init must be one of {INITS}, got {init!r}")
+    if init == "default":
+        return
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
 def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [
         nn.Conv2d(in_channels, out_channels, 3, 1, 1),
@@ -37,7 +53,7 @@ def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
 class BEGANDecoder(nn.Module):
     """h -> FC -> (n, base, base) -> [2 conv, upsample] x scales -> 2 conv -> 3x3 conv to image."""
 
-    def __init__(self, hidden_dim: int, image_shape, filters: int = 32):
+    def __init__(self, hidden_dim: int, image_shape, filters: int = 32, init: str = "xavier"):
         super().__init__()
         channels, size, _ = image_shape
         self.base, scales = scales_for(size)
@@ -49,6 +65,7 @@ class BEGANDecoder(nn.Module):
             layers += _conv_block(filters, filters) + [nn.Upsample(scale_factor=2, mode="nearest")]
         layers += _conv_block(filters, filters) + [nn.Conv2d(filters, channels, 3, 1, 1)]
         self.body = nn.Sequential(*layers)
+        initialise(self, init)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.body(self.fc(h).view(h.shape[0], self.filters, self.base, self.base))
@@ -57,7 +74,7 @@ class BEGANDecoder(nn.Module):
 class BEGANEncoder(nn.Module):
     """image -> 3x3 conv -> [2 conv, stride-2 conv (+n channels)] x scales -> 2 conv -> FC -> h."""
 
-    def __init__(self, hidden_dim: int, image_shape, filters: int = 32):
+    def __init__(self, hidden_dim: int, image_shape, filters: int = 32, init: str = "xavier"):
         super().__init__()
         channels, size, _ = image_shape
         base, scales = scales_for(size)
@@ -70,6 +87,7 @@ class BEGANEncoder(nn.Module):
         layers += _conv_block(width, width)
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(width * base**2, hidden_dim)
+        initialise(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.body(x).flatten(1))
@@ -82,10 +100,10 @@ class BEGANGenerator(BEGANDecoder):
 class BEGANAutoEncoder(nn.Module):
     """BEGAN's D: encoder -> embedding h -> decoder. ``forward`` returns (reconstruction, h)."""
 
-    def __init__(self, hidden_dim: int, image_shape, filters: int = 32):
+    def __init__(self, hidden_dim: int, image_shape, filters: int = 32, init: str = "xavier"):
         super().__init__()
-        self.encoder = BEGANEncoder(hidden_dim, image_shape, filters)
-        self.decoder = BEGANDecoder(hidden_dim, image_shape, filters)
+        self.encoder = BEGANEncoder(hidden_dim, image_shape, filters, init)
+        self.decoder = BEGANDecoder(hidden_dim, image_shape, filters, init)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)

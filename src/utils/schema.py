@@ -223,6 +223,7 @@ def schema() -> dict[str, Rule]:
         "arch.embedding_dim": integer(1),
         "arch.hidden_dim": integer(1),
         "arch.filters": integer(1),
+        "arch.init": choice("xavier", "default"),
         "arch.generator.init_std": positive(),
         "arch.discriminators.*.init_std": positive(),
         # trainer (Lightning's own values: -1 epochs = no limit, devices -1 / "auto" = all)

@@ -224,3 +224,17 @@ def test_sharpness_ratio_sees_blur_and_noise(mnist_test):
     assert sharpness_ratio(real, real) == pytest.approx(1.0)
     assert sharpness_ratio(as_float, real) == pytest.approx(1.0, rel=1e-5)
     assert sharpness_ratio(blurred, real) < 0.7 < 1.3 < sharpness_ratio(noisy, real)
+
+
+def test_blank_share_counts_near_constant_samples_and_no_real_digit(mnist_scores, mnist_test):
+    from src.metrics.sharpness import blank_share
+
+    real = mnist_test[0][:2000].unsqueeze(1)
+    assert blank_share(real) == 0.0
+    blank = torch.full((30, 1, 28, 28), -1.0)
+    blank[:, :, 14, 14] = 1.0  # one lit pixel: std 0.07, still near-constant
+    mixed = torch.cat([real[:70].float() / 127.5 - 1, blank])
+    assert blank_share(mixed) == pytest.approx(0.3)
+    # the classifier alone calls such samples a confident "1": the scores carry the share too
+    result = mnist_scores.score(blank.repeat(10, 1, 1, 1))
+    assert result["blank_share"] == 1.0

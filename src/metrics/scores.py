@@ -16,6 +16,7 @@ from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelI
 
 from src.metrics.classifier import NUM_FEATURES, load_classifier, to_classifier_input
 from src.metrics.manifold import ManifoldScores
+from src.metrics.sharpness import blank_share
 
 # a class "is covered" when it gets at least this share of the samples (a tenth of uniform's 10 %)
 COVERAGE_THRESHOLD = 0.01
@@ -108,7 +109,8 @@ class GenerativeScores:
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, requested_labels: torch.Tensor | None = None) -> dict:
-        """IS, FID, KID, precision, recall, density, coverage and mode coverage; with
+        """IS, FID, KID, precision, recall, density, coverage, mode coverage and the share of blank
+        (near-constant) samples; with
         ``requested_labels`` (the classes a conditional G was asked for) also ``class_match``, the
         share classified as requested, overall and per requested class."""
         if requested_labels is not None and requested_labels.shape != (images.shape[0],):
@@ -116,7 +118,9 @@ class GenerativeScores:
                 f"requested_labels must have shape ({images.shape[0]},), got "
                 f"{tuple(requested_labels.shape)}"
             )
-        return self.score_features(*self.features(images), requested_labels)
+        result = self.score_features(*self.features(images), requested_labels)
+        result["blank_share"] = blank_share(images)
+        return result
 
     @torch.no_grad()
     def score_features(

@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
+from src.metrics.sharpness import blank_share
 from src.population.step import Population
 from src.sampling import image_grid
 from src.utils import check_paths, validate_config, write_json_atomic
@@ -332,6 +333,7 @@ def _epoch_end(population, members, models, alive, epoch, max_epochs, callbacks,
         with torch.random.fork_rng(devices=[]):
             for position, k in enumerate(alive):
                 result = scores.score_features(features[position], predicted[position])
+                result["blank_share"] = blank_share(images[position])
                 values = {key: v for key, v in result.items() if not isinstance(v, list)}
                 val_logs[k].update({f"val/{key}": float(v) for key, v in values.items()})
         seconds = (time.perf_counter() - started) / len(alive)

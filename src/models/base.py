@@ -211,11 +211,7 @@ class AdversarialModel(LightningModule):
         real, labels = batch[0], self.batch_labels(batch)
         optimizer_g, optimizer_d = self.optimizers()
         self.train_batches_seen += 1
-        # every n-th batch and always the epoch's last: no NaN weights reach an epoch-end checkpoint
-        check = (
-            self.train_batches_seen % self.check_finite_every_n_steps == 0
-            or batch_idx + 1 >= self.trainer.num_training_batches
-        )
+        check = self._check_now(batch_idx)
         # the batch index, not a process counter: a resumed epoch keeps the same G-step batches
         generator_steps = (batch_idx + 1) % self.d_steps_per_g_step == 0
 
@@ -234,12 +230,26 @@ class AdversarialModel(LightningModule):
             self.update_generator_ema()
 
         if self._is_log_step():
-            logs = {
-                **logs_d,
-                **self._last_generator_logs,
-                "lr_g": optimizer_g.param_groups[0]["lr"],
-                "lr_d": optimizer_d.param_groups[0]["lr"],
-            }
+            self._log_train(
+                {
+                    **logs_d,
+                    **self._last_generator_logs,
+                    "lr_g": optimizer_g.param_groups[0]["lr"],
+                    "lr_d": optimizer_d.param_groups[0]["lr"],
+                }
+            )
+
+    def _check_now(self, batch_idx: int) -> bool:
+        """Whether this batch's losses are checked for NaN/inf: every n-th batch and always the
+        epoch's last (no NaN weights reach an epoch-end checkpoint)."""
+        return (
+            self.train_batches_seen % self.check_finite_every_n_steps == 0
+            or batch_idx + 1 >= self.trainer.num_training_batches
+        )
+
+    def _log_train(self, logs: dict) -> None:
+        """Training values as ``train/<name>``, on the trainer's logging interval only."""
+        if self._is_log_step():
             self.log_dict(
                 {f"train/{k}": v for k, v in logs.items()},
                 on_step=True,

@@ -109,21 +109,6 @@ class VAE(AdversarialModel):
         self.update_generator_ema()
         self._log_train(logs)
 
-    def _check_now(self, batch_idx: int) -> bool:
-        return (
-            self.train_batches_seen % self.check_finite_every_n_steps == 0
-            or batch_idx + 1 >= self.trainer.num_training_batches
-        )
-
-    def _log_train(self, logs: dict) -> None:
-        if self._is_log_step():
-            self.log_dict(
-                {f"train/{k}": v for k, v in logs.items()},
-                on_step=True,
-                on_epoch=False,
-                prog_bar=False,
-            )
-
     def validation_step(self, batch, batch_idx: int) -> None:
         real = batch[0]
         # the same eps every epoch, and never from the training RNG

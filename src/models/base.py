@@ -42,7 +42,102 @@ class DivergenceError(RuntimeError):
         self.epoch = epoch
 
 
-class AdversarialModel(LightningModule):
+class ManualLoop(LightningModule):
+    """What every model family shares: manual optimisation, a per-process batch counter (never
+    ``global_step``, which counts every optimizer step), the NaN/inf check on an interval, logging
+    on the trainer's interval, the run config and RNG state in every checkpoint, and the DDP replica
+    check. Families (adversarial generators, translators) add their own step on top."""
+
+    def __init__(self, check_finite_every_n_steps: int = 10, run_config: dict | None = None):
+        super().__init__()
+        if check_finite_every_n_steps < 1:
+            raise ValueError(
+                f"model.check_finite_every_n_steps must be >= 1, got {check_finite_every_n_steps}"
+            )
+        self.automatic_optimization = False
+        self.check_finite_every_n_steps = check_finite_every_n_steps
+        self.train_batches_seen = (
+            0  # this process's count, for log/check intervals (never global_step)
+        )
+        # the run's resolved config, saved in every checkpoint: evaluate.py / sample.py rebuild the
+        # model from it
+        self.run_config = run_config
+
+    def _check_now(self, batch_idx: int) -> bool:
+        """Whether this batch's losses are checked for NaN/inf: every n-th batch and always the
+        epoch's last (no NaN weights reach an epoch-end checkpoint)."""
+        return (
+            self.train_batches_seen % self.check_finite_every_n_steps == 0
+            or batch_idx + 1 >= self.trainer.num_training_batches
+        )
+
+    def _log_train(self, logs: dict) -> None:
+        """Training values as ``train/<name>``, on the trainer's logging interval only."""
+        if self._is_log_step():
+            self.log_dict(
+                {f"train/{k}": v for k, v in logs.items()},
+                on_step=True,
+                on_epoch=False,
+                prog_bar=False,
+            )
+
+    def _update(self, optimizer, loss: torch.Tensor, name: str, check_finite: bool) -> None:
+        """zero_grad -> manual_backward -> step; a non-finite loss is refused before the step."""
+        if check_finite:
+            self._raise_if_not_finite(loss, name)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+
+    def _is_log_step(self) -> bool:
+        # self.log on every step costs more than a small MLP step: only on the trainer's interval
+        if self._trainer is None:  # outside a Trainer (benchmarks, notebooks) nothing is logged
+            return False
+        # when Lightning writes logs
+        return self.train_batches_seen % max(self.trainer.log_every_n_steps, 1) == 0
+
+    def _raise_if_not_finite(self, loss: torch.Tensor, name: str) -> None:
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process stops together (a rank left waiting in an all-reduce would hang)
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            raise DivergenceError(name, self.train_batches_seen, self.current_epoch)
+
+    def on_train_end(self) -> None:
+        """Under DDP: do all processes hold the same weights? (They must: each steps on the same
+        all-reduced gradients.) Recorded in metrics.json as ``distributed.replicas_identical``.
+        Parameters only: batch-norm running statistics follow each process's own batches and are
+        re-broadcast from rank 0 at every step (DDP's ``broadcast_buffers``)."""
+        if self.trainer.world_size < 2:
+            return
+        flat = torch.cat([p.detach().double().flatten() for p in self.parameters()])
+        checksum = torch.stack([flat.sum(), flat.square().sum()])
+        gathered = self.trainer.strategy.all_gather(checksum)
+        self.replicas_identical = bool((gathered == gathered[0]).all())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint["run_config"] = self.run_config
+        # latents and dropout draw from the global RNGs: saved, so a resumed run continues them
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            if (
+                state["cuda"]
+                and torch.cuda.is_available()
+                and len(state["cuda"]) == torch.cuda.device_count()
+            ):
+                torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class AdversarialModel(ManualLoop):
     """Base class of every model: subclasses supply the two losses and declare what they need.
 
     Every training batch is one discriminator update (its own real batch and fresh z, as in
@@ -78,7 +173,7 @@ class AdversarialModel(LightningModule):
         ema_decay: float | None = None,
         run_config: dict | None = None,
     ):
-        super().__init__()
+        super().__init__(check_finite_every_n_steps, run_config)
         if d_steps_per_g_step < 1:
             raise ValueError(f"model.d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
         if latent_distribution not in LATENT_DISTRIBUTIONS:
@@ -86,21 +181,12 @@ class AdversarialModel(LightningModule):
                 f"model.latent_distribution must be one of {LATENT_DISTRIBUTIONS}, got "
                 f"{latent_distribution!r}"
             )
-        if check_finite_every_n_steps < 1:
-            raise ValueError(
-                f"model.check_finite_every_n_steps must be >= 1, got {check_finite_every_n_steps}"
-            )
-        self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
         self.optimizer_g_factory = optimizer_g
         self.optimizer_d_factory = optimizer_d
         self.d_steps_per_g_step = d_steps_per_g_step
         self.latent_distribution = latent_distribution
-        self.check_finite_every_n_steps = check_finite_every_n_steps
-        self.train_batches_seen = (
-            0  # this process's count, for log/check intervals (never global_step)
-        )
         self._last_generator_logs: dict = {}  # logged on batches without a G step too
         self.compile_nets = bool(compile)  # opt-in: torch.compile G and D for training (see setup)
         # opt-in: an exponential moving average of G's weights, the G that samples (eval mode)
@@ -112,9 +198,6 @@ class AdversarialModel(LightningModule):
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
             # in the checkpoint: a resumed run continues the average and its warm-up exactly
             self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-        # the run's resolved config, saved in every checkpoint: evaluate.py / sample.py rebuild the
-        # model from it
-        self.run_config = run_config
 
     # ----------------------------------------------------------------- to be supplied by subclasses
     def discriminator_loss(
@@ -238,79 +321,6 @@ class AdversarialModel(LightningModule):
                     "lr_d": optimizer_d.param_groups[0]["lr"],
                 }
             )
-
-    def _check_now(self, batch_idx: int) -> bool:
-        """Whether this batch's losses are checked for NaN/inf: every n-th batch and always the
-        epoch's last (no NaN weights reach an epoch-end checkpoint)."""
-        return (
-            self.train_batches_seen % self.check_finite_every_n_steps == 0
-            or batch_idx + 1 >= self.trainer.num_training_batches
-        )
-
-    def _log_train(self, logs: dict) -> None:
-        """Training values as ``train/<name>``, on the trainer's logging interval only."""
-        if self._is_log_step():
-            self.log_dict(
-                {f"train/{k}": v for k, v in logs.items()},
-                on_step=True,
-                on_epoch=False,
-                prog_bar=False,
-            )
-
-    def _update(self, optimizer, loss: torch.Tensor, name: str, check_finite: bool) -> None:
-        """zero_grad -> manual_backward -> step; a non-finite loss is refused before the step."""
-        if check_finite:
-            self._raise_if_not_finite(loss, name)
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
-
-    def _is_log_step(self) -> bool:
-        # self.log on every step costs more than a small MLP step: only on the trainer's interval
-        if self._trainer is None:  # outside a Trainer (benchmarks, notebooks) nothing is logged
-            return False
-        # when Lightning writes logs
-        return self.train_batches_seen % max(self.trainer.log_every_n_steps, 1) == 0
-
-    def _raise_if_not_finite(self, loss: torch.Tensor, name: str) -> None:
-        bad = not bool(torch.isfinite(loss.detach()).all())
-        if self._trainer is not None and self.trainer.world_size > 1:
-            # every process stops together (a rank left waiting in an all-reduce would hang)
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            raise DivergenceError(name, self.train_batches_seen, self.current_epoch)
-
-    def on_train_end(self) -> None:
-        """Under DDP: do all processes hold the same weights? (They must: each steps on the same
-        all-reduced gradients.) Recorded in metrics.json as ``distributed.replicas_identical``.
-        Parameters only: batch-norm running statistics follow each process's own batches and are
-        re-broadcast from rank 0 at every step (DDP's ``broadcast_buffers``)."""
-        if self.trainer.world_size < 2:
-            return
-        flat = torch.cat([p.detach().double().flatten() for p in self.parameters()])
-        checksum = torch.stack([flat.sum(), flat.square().sum()])
-        gathered = self.trainer.strategy.all_gather(checksum)
-        self.replicas_identical = bool((gathered == gathered[0]).all())
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.run_config is not None:
-            checkpoint["run_config"] = self.run_config
-        # latents and dropout draw from the global RNGs: saved, so a resumed run continues them
-        checkpoint["rng_state"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("rng_state")
-        if state is not None:
-            torch.set_rng_state(state["torch"])
-            if (
-                state["cuda"]
-                and torch.cuda.is_available()
-                and len(state["cuda"]) == torch.cuda.device_count()
-            ):
-                torch.cuda.set_rng_state_all(state["cuda"])
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx: int) -> None:

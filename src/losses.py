@@ -193,3 +193,37 @@ def vaegan_discriminator_loss(
         + F.softplus(reconstruction_logits).mean()
         + F.softplus(prior_logits).mean()
     )
+
+
+# ----------------------------------------------------------------------------- image translation
+def least_squares_discriminator_loss(
+    real_scores: torch.Tensor, fake_scores: torch.Tensor
+) -> torch.Tensor:
+    """LSGAN D loss (Mao et al. 2017 Eq. 9, a = 0, b = 1; CycleGAN Sec. 4):
+    E[(D(y) - 1)^2] + E[D(G(x))^2]."""
+    return (real_scores - 1).pow(2).mean() + fake_scores.pow(2).mean()
+
+
+def least_squares_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """LSGAN G loss (Mao et al. 2017 Eq. 9, c = 1; CycleGAN Sec. 4): E[(D(G(x)) - 1)^2]."""
+    return (fake_scores - 1).pow(2).mean()
+
+
+def l1_distance(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """pix2pix Eq. 3: L_L1(G) = E[||y - G(x, z)||_1], as the mean absolute error per pixel."""
+    return (output - target).abs().mean()
+
+
+def cycle_consistency_loss(
+    a: torch.Tensor, a_cycled: torch.Tensor, b: torch.Tensor, b_cycled: torch.Tensor
+) -> torch.Tensor:
+    """CycleGAN Eq. 2: E[||F(G(x)) - x||_1] + E[||G(F(y)) - y||_1] (per-pixel means)."""
+    return l1_distance(a_cycled, a) + l1_distance(b_cycled, b)
+
+
+def identity_loss(
+    a: torch.Tensor, a_through_f: torch.Tensor, b: torch.Tensor, b_through_g: torch.Tensor
+) -> torch.Tensor:
+    """CycleGAN Sec. 5.2 (Taigman et al. 2017): E[||G(y) - y||_1] + E[||F(x) - x||_1], G: A -> B
+    applied to B's images and F: B -> A to A's."""
+    return l1_distance(b_through_g, b) + l1_distance(a_through_f, a)

@@ -8,7 +8,7 @@ import torch
 from lightning import Callback
 
 from src.metrics.scores import GenerativeScores
-from src.sampling import generate, requested_labels
+from src.sampling import generate, is_translator, requested_labels
 
 
 class GenerativeMetrics(Callback):
@@ -19,11 +19,14 @@ class GenerativeMetrics(Callback):
     images of the test split. A
     class-conditional model is asked for every class equally and also gets ``val/class_match`` (the
     share of samples the classifier assigns to the requested class), and per class
-    ``val/class_match_<c>``."""
+    ``val/class_match_<c>``. A translator gets src.metrics.translation's scores of its
+    translations of the first ``n_real`` test images (``val/fid`` against domain B,
+    ``val/label_preservation``, paired ``val/l1`` / ``val/psnr`` / ``val/ssim``, ``val/cycle_l1``).
+    """
 
     def __init__(
         self,
-        dataset: str,
+        dataset: str | None,
         every_n_epochs: int = 1,
         n_samples: int = 10000,
         n_real: int = 10000,
@@ -46,6 +49,7 @@ class GenerativeMetrics(Callback):
         self.seed = seed
         self.nearest_k = nearest_k
         self.scores: GenerativeScores | None = None
+        self.translation_scores = None
 
     def _scores(self, trainer, pl_module) -> GenerativeScores:
         """Built on first use, on the module's device; real features are computed once per fit."""
@@ -70,6 +74,16 @@ class GenerativeMetrics(Callback):
         if not trainer.is_global_zero:
             return
         started = time.perf_counter()
+        if is_translator(pl_module):
+            values = self._translation_values(trainer, pl_module)
+            values["metrics_seconds"] = time.perf_counter() - started
+            pl_module.log_dict(
+                {f"val/{k}": v for k, v in values.items()},
+                on_epoch=True,
+                on_step=False,
+                rank_zero_only=True,
+            )
+            return
         requested = requested_labels(pl_module, self.n_samples)
         device = pl_module.device
         # building the classifier draws initial weights from the global RNG: forked, so that scoring
@@ -87,3 +101,22 @@ class GenerativeMetrics(Callback):
             on_step=False,
             rank_zero_only=True,
         )
+
+    def _translation_values(self, trainer, pl_module) -> dict:
+        from src.metrics.translation import TranslationScores
+
+        device = pl_module.device
+        if self.translation_scores is None or self.translation_scores.device != device:
+            datamodule = trainer.datamodule
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                self.translation_scores = TranslationScores(
+                    datamodule.spec,
+                    datamodule.splits["test"],
+                    device,
+                    n=self.n_real,
+                    kid_subsets=self.kid_subsets,
+                    kid_subset_size=self.kid_subset_size,
+                    seed=self.seed,
+                )
+        result = self.translation_scores.score(pl_module)
+        return {k: float(v) for k, v in result.items() if k != "n_translated"}

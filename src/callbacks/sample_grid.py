@@ -9,7 +9,18 @@ from lightning import Callback
 from torchvision.utils import save_image
 
 from src.data.datamodule import to_signed_unit
-from src.sampling import has_encoder, image_grid, reconstruction_pairs, render, requested_labels
+from src.sampling import (
+    has_encoder,
+    image_grid,
+    is_translator,
+    reconstruction_pairs,
+    render,
+    requested_labels,
+    translation_triplets,
+)
+
+#: a translator's grid shows this many (input | output | target) triplets a row
+TRIPLETS_PER_ROW = 4
 
 
 class SampleGrid(Callback):
@@ -17,7 +28,9 @@ class SampleGrid(Callback):
     grids from one run are comparable frame by frame; hands the grid to loggers that take images
     (W&B). For a class-conditional model each column is one class (n_samples rounded up to rows).
     A model with an encoder (VAE, VAE-GAN) gets, beside its prior samples, the first test images
-    each followed by its reconstruction (as many rows as the samples)."""
+    each followed by its reconstruction (as many rows as the samples). A translator (pix2pix,
+    CycleGAN) shows n_samples / 4 fixed test images as input | output | target (paired data) or
+    A | A->B | A->B->A, four triplets a row."""
 
     def __init__(self, dirpath: str, n_samples: int = 64, every_n_epochs: int = 1, seed: int = 0):
         if n_samples < 1 or every_n_epochs < 1:
@@ -29,9 +42,16 @@ class SampleGrid(Callback):
         self.fixed_latent: torch.Tensor | None = None
         self.fixed_labels: torch.Tensor | None = None
         self.fixed_images: torch.Tensor | None = None
+        self.fixed_targets: torch.Tensor | None = None
         self.columns = int(n_samples**0.5)
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        if is_translator(pl_module):
+            test = trainer.datamodule.splits["test"].head(max(1, self.n_samples // 4))
+            self.fixed_images = to_signed_unit(test.a)
+            self.fixed_targets = to_signed_unit(test.b) if trainer.datamodule.paired else None
+            self.columns = 3 * TRIPLETS_PER_ROW
+            return
         # on the CPU: the same latents on every device
         seeded = torch.Generator().manual_seed(self.seed)
         n = self.n_samples
@@ -52,9 +72,12 @@ class SampleGrid(Callback):
             return
         if not trainer.is_global_zero:  # one writer under DDP
             return
-        images = render(pl_module, self.fixed_latent, self.fixed_labels)
-        grid = image_grid(images, self.columns)
-        if self.fixed_images is not None:
+        if is_translator(pl_module):
+            triplets = translation_triplets(pl_module, self.fixed_images, self.fixed_targets)
+            grid = image_grid(triplets, self.columns)
+        else:
+            grid = image_grid(render(pl_module, self.fixed_latent, self.fixed_labels), self.columns)
+        if self.fixed_images is not None and not is_translator(pl_module):
             pairs = image_grid(reconstruction_pairs(pl_module, self.fixed_images), self.columns)
             height = max(grid.shape[1], pairs.shape[1])
             grid, pairs = (

@@ -1,11 +1,14 @@
 from src.data.datamodule import ImageDataModule, InMemoryBatches, to_signed_unit
 from src.data.idx import DATASETS, DatasetError, load_split
+from src.data.translation import TASKS, TranslationDataModule
 
 __all__ = [
     "DATASETS",
     "DatasetError",
     "ImageDataModule",
     "InMemoryBatches",
+    "TASKS",
+    "TranslationDataModule",
     "load_split",
     "to_signed_unit",
 ]

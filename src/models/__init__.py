@@ -4,6 +4,7 @@ from src.models.base import AdversarialModel, DivergenceError
 from src.models.began import BEGAN
 from src.models.ebgan import EBGAN, EBGANPT
 from src.models.gan import CGAN, GAN
+from src.models.translation import CycleGAN, Pix2Pix
 from src.models.vae import VAE, VAEGAN
 from src.models.wgan import WGAN, WGANGP
 from src.utils.runtime import skip_failing_nvml_probe
@@ -18,6 +19,8 @@ __all__ = [
     "EBGAN",
     "EBGANPT",
     "GAN",
+    "CycleGAN",
+    "Pix2Pix",
     "VAE",
     "VAEGAN",
     "WGAN",

@@ -19,7 +19,7 @@ def _base_size(image_size: int) -> int:
     return image_size // 4
 
 
-def _init_dcgan(module: nn.Module) -> None:
+def init_dcgan(module: nn.Module) -> None:
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(layer.weight, 0.0, 0.02)
@@ -81,7 +81,7 @@ class DCGANGenerator(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.up = _up_path(2 * width, width, channels)
-        _init_dcgan(self)
+        init_dcgan(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         z = append_label_vectors(z, labels, self.num_classes, type(self).__name__)
@@ -101,7 +101,7 @@ class DCGANClassifier(nn.Module):
         self.num_classes = num_classes
         self.down = _down_path(channels + num_classes, width, norm)
         self.out = nn.Linear(2 * width * _base_size(size) ** 2, 1)
-        _init_dcgan(self)
+        init_dcgan(self)
 
     #: hidden layers ``logits_and_features`` can read: the two conv stages
     n_feature_layers = 2
@@ -143,7 +143,7 @@ class DCGANEncoder(nn.Module):
         self.latent_dim = latent_dim
         self.down = _down_path(channels, width)
         self.out = nn.Linear(2 * width * _base_size(size) ** 2, 2 * latent_dim)
-        _init_dcgan(self)
+        init_dcgan(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.out(self.down(x).flatten(1)).chunk(2, dim=1)
@@ -169,7 +169,7 @@ class DCGANAutoEncoder(nn.Module):
             nn.Linear(embedding_dim, flat), nn.BatchNorm1d(flat), nn.ReLU(inplace=True)
         )
         self.up = _up_path(2 * width, width, channels)
-        _init_dcgan(self)
+        init_dcgan(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.encoder(x)

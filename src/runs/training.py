@@ -55,7 +55,8 @@ def _run_tags(cfg: DictConfig, choices: dict) -> list[str]:
         choices.get("arch")
         or cfg.arch.generator._target_.rsplit(".", 1)[-1].replace("Generator", "").lower()
     )
-    return list(dict.fromkeys([*cfg.get("tags", []), model, arch, cfg.data.dataset]))
+    data = cfg.data.get("dataset") or cfg.data.get("task")  # a translation task has no dataset
+    return list(dict.fromkeys([*cfg.get("tags", []), model, arch, data]))
 
 
 def instantiate_all(cfg: DictConfig):

@@ -1,6 +1,6 @@
-"""Sampling from a trained generator: images, grids, labels (generation) and latent walks
-(interpolation). The callbacks, evaluate.py, sample.py and interpolate.py all sample through
-here."""
+"""Sampling from a trained generator: images, grids, labels (generation), latent walks
+(interpolation) and image-to-image translations (translation). The callbacks, evaluate.py,
+sample.py, interpolate.py and translate.py all sample through here."""
 
 from src.sampling.generation import (
     balanced_labels,
@@ -15,12 +15,22 @@ from src.sampling.generation import (
     save_grid,
     to_uint8,
 )
+from src.sampling.translation import (
+    IdentityTranslator,
+    is_translator,
+    translate,
+    translation_triplets,
+)
 
 __all__ = [
     "balanced_labels",
     "encode",
     "generate",
     "has_encoder",
+    "IdentityTranslator",
+    "is_translator",
+    "translate",
+    "translation_triplets",
     "image_grid",
     "reconstruct",
     "reconstruction_pairs",

@@ -28,6 +28,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("folder_name"):
         OmegaConf.register_new_resolver("folder_name", folder_name)
+    if not OmegaConf.has_resolver("sum"):  # channels of pix2pix's D: input + output
+        OmegaConf.register_new_resolver("sum", lambda *values: sum(int(v) for v in values))
 
 
 def is_multirun() -> bool:
@@ -94,6 +96,7 @@ def validate_config(cfg: DictConfig) -> type:
             f"arch={_choice(cfg, 'arch')} has no encoder (arch.encoder), which "
             f"model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
         )
+    _check_translation(cfg, model_cls)
     role = model_cls.discriminator_role
     provided = OmegaConf.select(cfg, "arch.discriminators") or {}
     if role is not None and role not in provided:
@@ -106,27 +109,91 @@ def validate_config(cfg: DictConfig) -> type:
     return model_cls
 
 
+def is_translation_data(cfg: DictConfig) -> bool:
+    """Whether ``data`` is a translation task (conf/data/base/translation.yaml: it has ``task``)."""
+    return OmegaConf.select(cfg, "data.task") is not None
+
+
+def _is_translator_config(model_cfg) -> bool:
+    try:
+        return getattr(get_class(str(model_cfg.get("_target_"))), "is_translator", False)
+    except Exception:  # a config without a target, or one that cannot be imported
+        return False
+
+
+def _check_translation(cfg: DictConfig, model_cls: type) -> None:
+    """Translators need translation data and nets, pix2pix paired data; samplers need images."""
+    from src.data.translation import PAIRED_TASKS
+
+    translator = getattr(model_cls, "is_translator", False)
+    tasks = _options_where("data", lambda c: "task" in c)
+    model = _choice(cfg, "model")
+    if translator and not is_translation_data(cfg):
+        raise ConfigError(
+            f"model={model} translates images between two domains: choose data= one of {tasks}"
+        )
+    if not translator and is_translation_data(cfg):
+        translators = _options_where("model", _is_translator_config)
+        raise ConfigError(
+            f"data={_choice(cfg, 'data')} is a translation task (data.task={cfg.data.task}), which "
+            f"model={model} cannot train: choose model= one of {translators} or data= one of "
+            f"{[o for o in _options('data') if o not in tasks]}"
+        )
+    if not translator:
+        return
+    if OmegaConf.select(cfg, "arch.generator_back") is None:
+        fitting = _options_where("arch", lambda c: "generator_back" in c)
+        raise ConfigError(
+            f"arch={_choice(cfg, 'arch')} has no translation nets (image -> image generators and "
+            f"PatchGAN discriminators), which model={model} needs: choose arch= one of {fitting}"
+        )
+    if getattr(model_cls, "needs_pairs", False) and cfg.data.task not in PAIRED_TASKS:
+        raise ConfigError(
+            f"model={model} learns from (input, target) pairs; data.task={cfg.data.task} is "
+            f"unpaired: choose data= one of {[t for t in tasks if t in PAIRED_TASKS]}"
+        )
+
+
+def _data_sets(cfg: DictConfig) -> list[str]:
+    """The IDX datasets a run reads: data.dataset, or those its translation task is built from."""
+    if not is_translation_data(cfg):
+        return [cfg.data.dataset]
+    from src.data.translation import TASKS
+
+    spec = TASKS.get(cfg.data.task)
+    if spec is None or spec.a is None:  # an unknown task is the schema's error; folders: none
+        return []
+    return sorted({spec.a.classifier, spec.b.classifier})
+
+
 def check_paths(cfg: DictConfig) -> None:
     """The data folder and the checkpoint to resume from exist and fit, before any training."""
     from src.data.idx import DATASETS, locate_raw_dir
 
     data_dir = Path(cfg.paths.data_dir)
-    spec = DATASETS.get(cfg.data.dataset)
-    if spec is None:
+    folder_task = is_translation_data(cfg) and str(cfg.data.task).endswith("_folder")
+    if folder_task and not (cfg.data.path and Path(cfg.data.path).is_dir()):
         raise ConfigError(
-            f"data.dataset={cfg.data.dataset!r} is unknown; allowed: {sorted(DATASETS)} "
-            f"(data= one of {_options('data')})"
+            f"data.path={cfg.data.path}: data.task={cfg.data.task} reads images from a folder, "
+            "and this one does not exist"
         )
-    # a missing folder is an error, except the project's own data/ (created for the first download)
-    if (
-        not data_dir.is_dir()
-        and data_dir != PROJECT_ROOT / "data"
-        and locate_raw_dir(spec, data_dir) is None
-    ):
-        raise ConfigError(
-            f"paths.data_dir={data_dir} does not exist; set DATA_DIR (or paths.data_dir) to the "
-            f"folder holding {spec.folder}/raw/"
-        )
+    for dataset in _data_sets(cfg):
+        spec = DATASETS.get(dataset)
+        if spec is None:
+            raise ConfigError(
+                f"data.dataset={dataset!r} is unknown; allowed: {sorted(DATASETS)} "
+                f"(data= one of {_options('data')})"
+            )
+        # a missing folder is an error, except the project's own data/ (made for the first download)
+        if (
+            not data_dir.is_dir()
+            and data_dir != PROJECT_ROOT / "data"
+            and locate_raw_dir(spec, data_dir) is None
+        ):
+            raise ConfigError(
+                f"paths.data_dir={data_dir} does not exist; set DATA_DIR (or paths.data_dir) to "
+                f"the folder holding {spec.folder}/raw/"
+            )
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         from src.runs.checkpoints import read_checkpoint  # imported here: it imports src.utils

@@ -161,8 +161,10 @@ def schema() -> dict[str, Rule]:
     from lightning.pytorch.strategies import StrategyRegistry
 
     from src.data.idx import DATASETS
+    from src.data.translation import TASKS
     from src.losses import ENERGY_NORMS, PIXEL_LIKELIHOODS
     from src.models.base import LATENT_DISTRIBUTIONS
+    from src.nets.translation import NORMS
 
     precisions = typing.get_args(_PRECISION_INPUT_STR) + typing.get_args(_PRECISION_INPUT_INT)
     return {
@@ -179,6 +181,10 @@ def schema() -> dict[str, Rule]:
         "data.image_size": integer(8),
         "data.download": boolean(),
         "data.num_classes": integer(1),
+        "data.task": choice(*TASKS),
+        "data.channels_a": choice(1, 3),
+        "data.channels_b": choice(1, 3),
+        "data.task_seed": SEED,
         # the shared adversarial loop (conf/model/base/adversarial.yaml) and each model's knobs
         "model.d_steps_per_g_step": integer(1),
         "model.latent_distribution": choice(*LATENT_DISTRIBUTIONS),
@@ -200,6 +206,13 @@ def schema() -> dict[str, Rule]:
         "model.pixel_likelihood": choice(*PIXEL_LIKELIHOODS),
         "model.reconstruction_weight": number(0),
         "model.feature_layer": integer(-1),
+        "model.l1_weight": number(0),
+        "model.adversarial_weight": number(0),
+        "model.test_time_noise": boolean(),
+        "model.cycle_weight": number(0),
+        "model.identity_weight": number(0),
+        "model.pool_size": integer(0),
+        "model.decay_epochs": integer(0, nullable=True),
         "model.*.lr": positive(),
         "model.*.betas": Rule("numbers", 0, 1, high_open=True, length=2),
         "model.*.momentum": number(0),
@@ -224,6 +237,12 @@ def schema() -> dict[str, Rule]:
         "arch.hidden_dim": integer(1),
         "arch.filters": integer(1),
         "arch.init": choice("xavier", "default"),
+        "arch.discriminator_width": integer(1),
+        "arch.norm": choice(*NORMS),
+        "arch.dropout": number(0, 1, high_open=True),
+        "arch.dropout_layers": integer(0),
+        "arch.patch_layers": integer(1),
+        "arch.blocks": integer(0),
         "arch.generator.init_std": positive(),
         "arch.discriminators.*.init_std": positive(),
         # trainer (Lightning's own values: -1 epochs = no limit, devices -1 / "auto" = all)

@@ -7,6 +7,11 @@ images' (src/metrics/sharpness.py; < 1 blurrier). A model with an encoder (VAE, 
 gets, on the first ``n_real`` test images: ``reconstruction_mse`` (per pixel, [0, 1] scale) and
 ``reconstruction_accuracy``, the pinned classifier's accuracy on the reconstructions against the
 images' labels (does a reconstruction keep its digit?), next to ``test_accuracy`` on the images.
+
+A translator (pix2pix, CycleGAN) is scored on its task's first ``n_real`` test images instead
+(src/metrics/translation.py: FID against domain B, label preservation, paired L1 / PSNR / SSIM,
+cycle L1); ``baseline=identity`` scores the identity map on the same images
+(evaluation_identity.json).
 """
 
 from __future__ import annotations
@@ -25,11 +30,9 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict:
     import time
 
-    from src.metrics.scores import GenerativeScores
-    from src.metrics.sharpness import sharpness_ratio
     from src.runs.checkpoints import load_checkpoint, run_data
-    from src.sampling import generate, has_encoder, requested_labels
-    from src.utils import write_json_atomic
+    from src.sampling import is_translator
+    from src.utils import ConfigError, write_json_atomic
     from src.utils.schema import check_schema
 
     check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
@@ -37,8 +40,61 @@ def evaluate(cfg: DictConfig) -> dict:
     model.to(cfg.device)
     data = run_data(run_cfg, cfg.paths.data_dir)
     started = time.perf_counter()
+    if is_translator(model):
+        result = evaluate_translation(cfg, model, data)
+    else:
+        if cfg.baseline is not None:
+            raise ConfigError(
+                f"baseline={cfg.baseline} scores a translation task; {run_cfg.model._target_} "
+                "is not a translator (set baseline=null)"
+            )
+        result = evaluate_samples(cfg, model, data)
+    result.update(
+        {
+            "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+            "model": run_cfg.model._target_,
+            "dataset": run_cfg.data.get("dataset") or run_cfg.data.get("task"),
+            "n_real": cfg.n_real,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
+    name = "evaluation.json" if cfg.baseline is None else f"evaluation_{cfg.baseline}.json"
+    out = Path(cfg.out) if cfg.out else Path(cfg.ckpt_path).resolve().parent.parent / name
+    write_json_atomic(out, result)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def evaluate_translation(cfg: DictConfig, model, data) -> dict:
+    """src.metrics.translation's scores of the first ``n_real`` test images of A translated by the
+    model, or by the ``baseline`` (identity: each image its own translation)."""
+    from src.metrics.translation import TranslationScores
+    from src.sampling import IdentityTranslator
+
+    scores = TranslationScores(
+        data.spec,
+        data.splits["test"],
+        cfg.device,
+        n=cfg.n_real,
+        kid_subsets=cfg.kid_subsets,
+        kid_subset_size=cfg.kid_subset_size,
+        seed=cfg.seed,
+    )
+    if cfg.baseline == "identity":
+        model = IdentityTranslator(data.spec.b.channels, data.spec.a.channels)
+    result = scores.score(model)
+    result.update({"task": data.task, "baseline": cfg.baseline})
+    return result
+
+
+def evaluate_samples(cfg: DictConfig, model, data) -> dict:
+    """IS / FID / KID / ... of ``n_samples`` samples, and reconstructions for encoder models."""
+    from src.metrics.scores import GenerativeScores
+    from src.metrics.sharpness import sharpness_ratio
+    from src.sampling import generate, has_encoder, requested_labels
+
     scores = GenerativeScores(
-        run_cfg.data.dataset,
+        data.dataset,
         data.splits["test"][0][: cfg.n_real],
         cfg.device,
         kid_subsets=cfg.kid_subsets,
@@ -57,23 +113,11 @@ def evaluate(cfg: DictConfig) -> dict:
         result.update(reconstruction_scores(model, scores, test_images, test_labels))
     result.update(
         {
-            "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
-            "model": run_cfg.model._target_,
-            "dataset": run_cfg.data.dataset,
             "n_samples": cfg.n_samples,
-            "n_real": cfg.n_real,
             "batch_norm": cfg.batch_norm,
             "ema": getattr(model, "generator_ema", None) is not None,
-            "seconds": round(time.perf_counter() - started, 2),
         }
     )
-    out = (
-        Path(cfg.out)
-        if cfg.out
-        else Path(cfg.ckpt_path).resolve().parent.parent / "evaluation.json"
-    )
-    write_json_atomic(out, result)
-    print(json.dumps(result, indent=2))
     return result
 
 

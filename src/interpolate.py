@@ -34,12 +34,17 @@ def interpolate(cfg: DictConfig) -> dict:
 
     from src.metrics.classifier import load_classifier
     from src.runs.checkpoints import load_checkpoint
-    from src.sampling import balanced_labels, has_encoder, render, save_grid
+    from src.sampling import balanced_labels, has_encoder, is_translator, render, save_grid
     from src.sampling.interpolation import interpolation_latents, walk
     from src.utils import write_json_atomic
 
     _check(cfg)
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
+    if is_translator(model):
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__}, which has no latent space "
+            "to walk: use src/translate.py"
+        )
     model.to(cfg.device)
     out_dir = (
         Path(cfg.out_dir)

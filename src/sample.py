@@ -43,7 +43,7 @@ def sample(cfg: DictConfig) -> str:
     import numpy as np
 
     from src.runs.checkpoints import load_checkpoint
-    from src.sampling import generate, save_grid, to_uint8
+    from src.sampling import generate, is_translator, save_grid, to_uint8
 
     check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
     out = Path(cfg.out)
@@ -54,6 +54,11 @@ def sample(cfg: DictConfig) -> str:
     if cfg.n < 1:
         raise ConfigError(f"n={cfg.n}: must be >= 1")
     model, _ = load_checkpoint(cfg.ckpt_path)
+    if is_translator(model):
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__}, which translates images "
+            "rather than sampling them: use src/translate.py"
+        )
     labels, columns = labels_and_columns(model, cfg.n, cfg.get("class"), cfg.ckpt_path)
     images = generate(model.to(cfg.device), cfg.n, seed=cfg.seed, labels=labels)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,18 @@ TINY = {
     ],
     "dcgan": ["arch.width=4", "arch.embedding_dim=8", "arch.latent_dim=8", "data.image_size=32"],
     "began": ["arch.filters=4", "arch.hidden_dim=8", "data.image_size=28"],
+    "unet": ["arch.width=4", "arch.discriminator_width=4"],
+    "resnet": ["arch.width=4", "arch.discriminator_width=4", "arch.blocks=1"],
 }
+
+
+def compose_script(name: str, *overrides: str, data_dir: str):
+    """An entry point's config (conf/<name>.yaml) composed with ``overrides``, reading data_dir."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=name, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.data_dir = data_dir
+    return cfg
 
 
 # A few batches on the CPU, no logger (conf/debug/fast.yaml, as users run it); a test's own

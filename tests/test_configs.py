@@ -6,6 +6,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from src.data.translation import PAIRED_TASKS
 from src.utils import PROJECT_ROOT, ConfigError, validate_config
 
 CONF = PROJECT_ROOT / "conf"
@@ -40,6 +41,10 @@ def test_option_composes(make_cfg, group, option):
         cfg = make_cfg("model=wgan", override)
     if group == "arch" and option == "began":
         cfg = make_cfg("model=began", override)
+    # translation nets and tasks: pix2pix takes the paired ones, CycleGAN any
+    if (group == "arch" and option in ("unet", "resnet")) or "task" in cfg.data:
+        translator = "pix2pix" if cfg.data.get("task") in PAIRED_TASKS else "cyclegan"
+        cfg = make_cfg(f"model={translator}", override)
     validate_config(cfg)
     assert cfg.model._target_.startswith("src.models.")
 
@@ -54,14 +59,18 @@ MODEL_CLASSES = {
     "cgan": "CGAN",
     "vae": "VAE",
     "vaegan": "VAEGAN",
+    "pix2pix": "Pix2Pix",
+    "cyclegan": "CycleGAN",
 }
+TRANSLATORS = ("pix2pix", "cyclegan")
 # arch=began has only an auto-encoder D: no classifier (GAN, cGAN), no critic (WGAN), no encoder
 COMBOS = [
     (m, a)
     for m in MODEL_CLASSES
+    if m not in TRANSLATORS
     for a in ("mlp", "dcgan", "began")
     if not (m in ("gan", "cgan", "wgan", "wgan_gp", "vae", "vaegan") and a == "began")
-]
+] + [(m, a) for m in TRANSLATORS for a in ("unet", "resnet")]
 
 
 @pytest.mark.parametrize(("model", "arch"), COMBOS, ids=[f"{m}-{a}" for m, a in COMBOS])
@@ -71,7 +80,8 @@ def test_models_instantiate_on_every_fitting_arch(make_cfg, model, arch):
     module = instantiate(cfg.model)
     assert type(module).__name__ == MODEL_CLASSES[model]
     assert module.num_classes == (10 if model == "cgan" else 0)
-    assert getattr(module.generator, "num_classes", 0) == module.num_classes
+    if model not in TRANSLATORS:
+        assert getattr(module.generator, "num_classes", 0) == module.num_classes
 
 
 def test_model_options_all_have_a_class():
@@ -85,7 +95,9 @@ def test_loss_that_does_not_fit_the_model_is_named(make_cfg):
         r"\['energy_l1', 'energy_l2', 'energy_mse'\]",
     ):
         validate_config(make_cfg("model=ebgan", "loss=bce_ns"))
-    with pytest.raises(ConfigError, match=r"choose loss= one of \['bce_minimax', 'bce_ns'\]"):
+    with pytest.raises(
+        ConfigError, match=r"choose loss= one of \['bce_minimax', 'bce_ns', 'least_squares'\]"
+    ):
         validate_config(make_cfg("model=gan", "loss=energy_l2"))
 
 

@@ -26,12 +26,22 @@ RESUME_KNOBS = {
     "wgan": "model.d_steps_per_g_step=3",
     # three optimizers, and G's moving average with its warm-up count
     "vaegan": "model.ema_decay=0.9",
+    "pix2pix": "model.l1_weight=10",
+    # a pool of 8 fills in the first batch, then swaps; lr constant 2 epochs, then decaying
+    "cyclegan": "model.pool_size=8",
 }
 
 
 @pytest.mark.parametrize(
     ("model", "arch"),
-    [("ebgan_pt", "mlp"), ("began", "began"), ("wgan", "dcgan"), ("vaegan", "mlp")],
+    [
+        ("ebgan_pt", "mlp"),
+        ("began", "began"),
+        ("wgan", "dcgan"),
+        ("vaegan", "mlp"),
+        ("pix2pix", "unet"),
+        ("cyclegan", "resnet"),
+    ],
 )
 def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_factory, model, arch):
     steps = [
@@ -60,6 +70,9 @@ def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_fact
         assert torch.equal(straight[key], resumed[key]), key
     if model == "began":
         assert straight["k"].item() > 0 and torch.equal(straight["k"], resumed["k"])
+    if model == "cyclegan":  # the history pools travel in the checkpoint
+        assert straight["pool_b.stored"].item() == 8
+        assert torch.equal(straight["pool_b.images"], resumed["pool_b.images"])
     if model == "vaegan":
         assert straight["ema_updates"].item() == 16
         assert any(key.startswith("generator_ema.") for key in straight)

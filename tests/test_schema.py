@@ -23,9 +23,10 @@ FITS = {
     "autoencoder": ARCHS,
     None: ("mlp", "dcgan"),  # no D (model=vae): the archs with an encoder
 }
+TRANSLATION_ARCHS = ("unet", "resnet")  # pix2pix, CycleGAN
 
 
-ENTRY_POINTS = ["train", "evaluate", "sample", "interpolate"]
+ENTRY_POINTS = ["train", "evaluate", "sample", "interpolate", "translate"]
 
 
 def action_of(entry_point: str):
@@ -46,8 +47,9 @@ def composed_configs() -> dict[str, tuple[str, object]]:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for model in MODELS:
             target = compose(config_name="train", overrides=[f"model={model}"]).model._target_
-            role = get_class(target).discriminator_role
-            for arch in FITS[role]:
+            model_cls = get_class(target)
+            fitting = TRANSLATION_ARCHS if getattr(model_cls, "is_translator", False) else None
+            for arch in fitting or FITS[model_cls.discriminator_role]:
                 overrides = [f"model={model}", f"arch={arch}", "logger=[wandb,csv,tensorboard]"]
                 cfg = compose(config_name="train", overrides=overrides)
                 configs[" ".join(overrides)] = ("train", cfg)

@@ -7,10 +7,8 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 from src.losses import (
     feature_nll,
@@ -22,7 +20,7 @@ from src.losses import (
 from src.models.base import frozen
 from src.runs.training import train
 from src.utils import ConfigError, validate_config
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_script
 
 SGD_LR_1 = [f"optimizer@model.optimizer_{net}=sgd" for net in "ged"] + [
     f"model.optimizer_{net}.lr=1.0" for net in "ged"
@@ -140,14 +138,6 @@ def test_bad_vae_configs_are_refused_before_training(make_cfg, overrides, messag
     with pytest.raises((ConfigError, ValueError, InstantiationException), match=message):
         validate_config(cfg)
         instantiate(cfg.model)
-
-
-def compose_script(name: str, *overrides: str, data_dir: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name=name, overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.paths.data_dir = data_dir
-    return cfg
 
 
 @pytest.mark.parametrize("model", ["vae", "vaegan"])

@@ -51,8 +51,9 @@ def mask_region(
     if not 0 < size <= min(height, width):
         raise ValueError(f"mask size must be in 1..{min(height, width)}, got {size}")
     generator = torch.Generator().manual_seed(seed)
-    top = torch.randint(0, height - size + 1, (n,), generator=generator)
-    left = torch.randint(0, width - size + 1, (n,), generator=generator)
+    # (top, left) drawn image by image: image i's square depends on (seed, i), not on n
+    corner = torch.randint(0, min(height, width) - size + 1, (n, 2), generator=generator)
+    top, left = corner[:, 0], corner[:, 1]
     rows = torch.arange(height).view(1, height, 1)
     cols = torch.arange(width).view(1, 1, width)
     inside = (
@@ -78,6 +79,14 @@ def colourize(images: torch.Tensor, seed: int) -> torch.Tensor:
     intensity = images.float() / 255.0
     rgb = background + (foreground - background) * intensity
     return rgb.mul(255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def disjoint_halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint index sets of n // 2 each, from a seeded shuffle of 0..n-1: the images of an
+    unpaired task's A and B (no image is in both, so no pair exists)."""
+    shuffled = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    half = n // 2
+    return shuffled[:half], shuffled[half : 2 * half]
 
 
 def grey_to_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -315,16 +324,35 @@ class TranslationDataModule(LightningDataModule):
             train, test = self._folder_split("train"), self._folder_split("test")
         else:
             train, test = self._built_split("train"), self._built_split("test")
-        n_val = min(self.val_size, len(train) // 10)  # a folder of 100 images keeps 90 to train
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
-        self.splits["val"] = self._take(train, order[:n_val])
-        self.splits["train"] = self._take(train, order[n_val:])
+        self.splits["val"], self.splits["train"] = self._hold_out(train)
         self.splits["test"] = test
+        if len(self.splits["train"]) < self.batch_size:  # else an epoch would have no batch
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is more than the {len(self.splits['train'])} "
+                f"training pairs / images of data.task={self.task}: lower data.batch_size"
+            )
 
-    @staticmethod
-    def _take(split: TranslationSplit, index: torch.Tensor) -> TranslationSplit:
-        parts = (split.a, split.b, split.labels_a, split.labels_b)
-        return TranslationSplit(*(part[index].contiguous() for part in parts))
+    def _hold_out(self, train: TranslationSplit) -> tuple[TranslationSplit, TranslationSplit]:
+        """(val, train): ``val_size`` images (at most a tenth: a folder of 100 keeps 90 to train)
+        drawn with ``split_seed``; pairs stay together, unpaired domains are drawn apart."""
+        generator = torch.Generator().manual_seed(self.split_seed)
+        sizes = [train.a.shape[0]] if self.paired else [train.a.shape[0], train.b.shape[0]]
+        held, kept = [], []
+        for n in sizes:
+            order = torch.randperm(n, generator=generator)
+            n_val = min(self.val_size, n // 10)
+            held.append(order[:n_val])
+            kept.append(order[n_val:])
+
+        def take(index_a, index_b):
+            return TranslationSplit(
+                train.a[index_a].contiguous(),
+                train.b[index_b].contiguous(),
+                train.labels_a[index_a].contiguous(),
+                train.labels_b[index_b].contiguous(),
+            )
+
+        return take(held[0], held[-1]), take(kept[0], kept[-1])
 
     def _source(self, dataset: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = load_split(dataset, self.data_dir, split, self.allow_download)
@@ -342,11 +370,7 @@ class TranslationDataModule(LightningDataModule):
             return TranslationSplit(grey_to_rgb(images), colourize(images, seed), labels, labels)
         if self.task == "mnist2colour":
             # A from one half of the split, B (coloured) from the other: no image is in both
-            half = images.shape[0] // 2
-            shuffled = torch.randperm(
-                images.shape[0], generator=torch.Generator().manual_seed(seed)
-            )
-            first, second = shuffled[:half], shuffled[half : 2 * half]
+            first, second = disjoint_halves(images.shape[0], seed)
             return TranslationSplit(
                 grey_to_rgb(images[first]),
                 colourize(images[second], seed),

@@ -24,7 +24,7 @@ from src.data.datamodule import to_signed_unit
 from src.data.translation import NO_LABEL, TaskSpec, TranslationSplit, to_grey
 from src.metrics.classifier import load_classifier, to_classifier_input
 from src.metrics.scores import GenerativeScores
-from src.sampling.translation import translate
+from src.sampling.translation import translate_images
 
 
 @torch.no_grad()
@@ -85,9 +85,11 @@ class TranslationScores:
         # pix2pix's test-time dropout draws from the RNG: seeded, training's RNG untouched
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
-            translated = translate(model, self.inputs)
+            translated = translate_images(model, self.inputs)
             cycled = (
-                translate(model, translated, "b2a") if hasattr(model, "translate_back") else None
+                translate_images(model, translated, "b2a")
+                if hasattr(model, "translate_back")
+                else None
             )
         result: dict = {"n_translated": int(translated.shape[0])}
         if self.scores_b is not None:

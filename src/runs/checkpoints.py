@@ -48,16 +48,12 @@ def load_checkpoint(ckpt_path: str | Path):
 
 
 def run_data(run_cfg, data_dir: str | Path):
-    """The data module of the run a checkpoint came from (its dataset, image size and split), set
-    up from ``data_dir``: the real images that scripts compare a checkpoint's samples with."""
-    from src.data import ImageDataModule
-
-    data = ImageDataModule(
-        dataset=run_cfg.data.dataset,
-        data_dir=str(data_dir),
-        image_size=run_cfg.data.image_size,
-        val_size=run_cfg.data.val_size,
-        download=run_cfg.data.download,
-    )
+    """The data module of the run a checkpoint came from (its dataset or translation task, image
+    size and split), set up from ``data_dir``: the real images that scripts compare a
+    checkpoint's samples or translations with."""
+    data_cfg = OmegaConf.to_container(run_cfg.data, resolve=True)
+    data_cfg["data_dir"] = str(data_dir)
+    data = instantiate(data_cfg)
+    data.prepare_data()
     data.setup()
     return data

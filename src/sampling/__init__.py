@@ -18,7 +18,7 @@ from src.sampling.generation import (
 from src.sampling.translation import (
     IdentityTranslator,
     is_translator,
-    translate,
+    translate_images,
     translation_triplets,
 )
 
@@ -29,7 +29,7 @@ __all__ = [
     "has_encoder",
     "IdentityTranslator",
     "is_translator",
-    "translate",
+    "translate_images",
     "translation_triplets",
     "image_grid",
     "reconstruct",

@@ -42,7 +42,7 @@ class IdentityTranslator:
 
 
 @torch.no_grad()
-def translate(
+def translate_images(
     model, images: torch.Tensor, direction: str = "a2b", batch_size: int = 500
 ) -> torch.Tensor:
     """``model.translate`` (A -> B) or ``model.translate_back`` (B -> A, CycleGAN) of ``images`` in
@@ -71,11 +71,11 @@ def translation_triplets(
 ) -> torch.Tensor:
     """[x_1, T(x_1), y_1, x_2, ...]: each input, its translation and, for paired data (``b``), its
     target; without ``b`` and for a two-way model the cycle back (A | A->B | A->B->A)."""
-    translated = translate(model, a, direction)
+    translated = translate_images(model, a, direction)
     if b is not None:
         third = b.float()
     elif hasattr(model, "translate_back"):
-        third = translate(model, translated, "b2a" if direction == "a2b" else "a2b")
+        third = translate_images(model, translated, "b2a" if direction == "a2b" else "a2b")
     else:
         return torch.stack([a.float(), translated], dim=1).flatten(0, 1)
     channels = max(a.shape[1], translated.shape[1], third.shape[1])

@@ -94,7 +94,9 @@ class Rule:
 
     def wrong_type_example(self) -> Any:
         """A value of the wrong type for this key (for the schema sweep test)."""
-        return 3 if self.kind == "choice" else NOT_A_VALUE
+        if self.kind == "choice":  # a type none of the choices has
+            return NOT_A_VALUE if any(isinstance(c, int) for c in self.choices) else 3
+        return NOT_A_VALUE
 
     def out_of_range_example(self) -> Any | None:
         """A value of the right type outside the allowed range, or None if every value is valid."""
@@ -145,8 +147,8 @@ def boolean(*, also=(), nullable=False) -> Rule:
     return Rule("bool", also=tuple(also), nullable=nullable)
 
 
-def choice(*values) -> Rule:
-    return Rule("choice", choices=tuple(values))
+def choice(*values, nullable=False) -> Rule:
+    return Rule("choice", choices=tuple(values), nullable=nullable)
 
 
 SEED = integer(0, 2**32 - 1)
@@ -299,7 +301,10 @@ def schema() -> dict[str, Rule]:
         "walk_steps": integer(2),
         "walk_scale": positive(),
         "walk_samples": integer(1),
+        "grid_images": integer(1),
         "batch_norm": choice("running", "batch"),
+        "baseline": choice("identity", nullable=True),
+        "direction": choice("a2b", "b2a"),
     }
 
 

@@ -63,10 +63,10 @@ def test_resume_gives_the_same_weights_as_a_straight_run(make_cfg, tmp_path_fact
         return folder / "checkpoints" / "last.ckpt"
 
     straight = final_weights(run(straight_dir, 4))
-    if model == "cyclegan":  # its lr schedule follows max_epochs: stopped by steps instead
-        half = run(half_dir, 4, "+trainer.max_steps=16")  # 2 epochs of 4 batches, 2 updates each
-    else:
-        half = run(half_dir, 2)
+    # CycleGAN's lr schedule follows max_epochs: its first half is stopped by steps instead (2
+    # epochs of 4 batches, 2 updates each)
+    stop = ("4", "+trainer.max_steps=16") if model == "cyclegan" else ("2",)
+    half = run(half_dir, int(stop[0]), *stop[1:])
     resumed = final_weights(run(resumed_dir, 4, f"ckpt_path={half}"))
     assert straight.keys() == resumed.keys()
     for key in straight:

@@ -389,3 +389,14 @@ def test_pix2pix_and_cyclegan_train_evaluate_translate(make_cfg, tmp_path, data_
     arrays = np.load(out)
     assert arrays["outputs"].shape == (6, 3, 32, 32) and list(arrays["files"])[0] == "000.png"
     assert json.loads((tmp_path / "pix2pix" / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_a_diverging_translator_is_recorded_and_stops(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "model=pix2pix", "model.l1_weight=1e39"
+    )  # inf in float32: G's loss is not finite
+    cfg.paths.output_dir = str(tmp_path)
+    result = train(cfg)
+    # unchecked batches pass the NaN on to G's weights: whichever loss is checked first stops it
+    assert result["status"] == "diverged" and result["failure"]["loss"].endswith(" loss")
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"

@@ -93,6 +93,8 @@ def evaluate_samples(cfg: DictConfig, model, data) -> dict:
     from src.metrics.sharpness import sharpness_ratio
     from src.sampling import generate, has_encoder, requested_labels
 
+    if data.dataset == "image_folder":
+        return inception_scores(cfg, model, data)
     scores = GenerativeScores(
         data.dataset,
         data.splits["test"][0][: cfg.n_real],
@@ -119,6 +121,26 @@ def evaluate_samples(cfg: DictConfig, model, data) -> dict:
         }
     )
     return result
+
+
+def inception_scores(cfg: DictConfig, model, data) -> dict:
+    """Inception-v3 FID / KID / IS of an image-folder model (src/metrics/inception.py)."""
+    from src.metrics.inception import InceptionScores, InceptionUnavailable
+    from src.sampling import generate
+    from src.utils import ConfigError
+
+    try:
+        scores = InceptionScores(
+            data.splits["test"][0][: cfg.n_real],
+            cfg.device,
+            kid_subsets=cfg.kid_subsets,
+            kid_subset_size=cfg.kid_subset_size,
+            seed=cfg.seed,
+        )
+    except InceptionUnavailable as err:
+        raise ConfigError(f"cannot score an image-folder model: {err}") from err
+    result = scores.score(generate(model, cfg.n_samples, seed=cfg.seed, batch_norm=cfg.batch_norm))
+    return {**result, "n_samples": cfg.n_samples, "batch_norm": cfg.batch_norm}
 
 
 def reconstruction_scores(model, scores, images_uint8, labels) -> dict:

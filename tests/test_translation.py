@@ -400,3 +400,20 @@ def test_a_diverging_translator_is_recorded_and_stops(make_cfg, tmp_path):
     # unchecked batches pass the NaN on to G's weights: whichever loss is checked first stops it
     assert result["status"] == "diverged" and result["failure"]["loss"].endswith(" loss")
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_colour_statistics_and_their_frechet_distance():
+    from src.metrics.translation import colour_statistics, frechet_distance
+
+    digits = torch.zeros(2, 1, 10, 10, dtype=torch.uint8)
+    digits[:, :, :, :2] = 255  # ink: 20 of 100 pixels
+    colour = colourize(digits, seed=0).float() / 127.5 - 1
+    stats = colour_statistics(colour)
+    ink, background = colour[:, :, 0, 0], colour[:, :, 0, 5]
+    assert torch.allclose(stats, torch.cat([ink, background], dim=1), atol=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 2, generator=generator, dtype=torch.float64)
+    # same distribution: ~0; shifted by (1, 1): 2; scaled by 2: tr((2 - 1)^2 I) = 2
+    assert frechet_distance(x, x) == pytest.approx(0, abs=1e-6)
+    assert frechet_distance(x, x + 1) == pytest.approx(2, abs=1e-6)
+    assert frechet_distance(x, 2 * x) == pytest.approx(2 * 1.0, rel=0.05)

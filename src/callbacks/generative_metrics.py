@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -9,6 +10,8 @@ from lightning import Callback
 
 from src.metrics.scores import GenerativeScores
 from src.sampling import generate, is_translator, requested_labels
+
+log = logging.getLogger(__name__)
 
 
 class GenerativeMetrics(Callback):
@@ -22,6 +25,9 @@ class GenerativeMetrics(Callback):
     ``val/class_match_<c>``. A translator gets src.metrics.translation's scores of its
     translations of the first ``n_real`` test images (``val/fid`` against domain B,
     ``val/label_preservation``, paired ``val/l1`` / ``val/psnr`` / ``val/ssim``, ``val/cycle_l1``).
+    An RGB image folder (``data=image_folder``) gets the standard Inception-v3 ``val/fid``,
+    ``val/kid``, ``val/is`` when those weights are present or downloadable; otherwise one warning
+    line, no scores, and training goes on.
     """
 
     def __init__(
@@ -50,6 +56,8 @@ class GenerativeMetrics(Callback):
         self.nearest_k = nearest_k
         self.scores: GenerativeScores | None = None
         self.translation_scores = None
+        self.inception_scores = None
+        self.unavailable: str | None = None  # why an image folder run cannot be scored
 
     def _scores(self, trainer, pl_module) -> GenerativeScores:
         """Built on first use, on the module's device; real features are computed once per fit."""
@@ -74,6 +82,9 @@ class GenerativeMetrics(Callback):
         if not trainer.is_global_zero:
             return
         started = time.perf_counter()
+        if self.dataset == "image_folder":
+            self._score_folder_run(trainer, pl_module, started)
+            return
         if is_translator(pl_module):
             values = self._translation_values(trainer, pl_module)
             values["metrics_seconds"] = time.perf_counter() - started
@@ -120,3 +131,36 @@ class GenerativeMetrics(Callback):
                 )
         result = self.translation_scores.score(pl_module)
         return {k: float(v) for k, v in result.items() if k != "n_translated"}
+
+    def _score_folder_run(self, trainer, pl_module, started: float) -> None:
+        from src.metrics.inception import InceptionScores, InceptionUnavailable
+
+        if self.unavailable is not None:
+            return
+        device = pl_module.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if self.inception_scores is None:
+                real = trainer.datamodule.splits["test"][0][: self.n_real]
+                try:
+                    self.inception_scores = InceptionScores(
+                        real,
+                        device,
+                        kid_subsets=self.kid_subsets,
+                        kid_subset_size=self.kid_subset_size,
+                        seed=self.seed,
+                    )
+                except InceptionUnavailable as err:
+                    self.unavailable = str(err)
+                    log.warning(
+                        "generative metrics skipped for this run: %s; training goes on", err
+                    )
+                    return
+            images = generate(pl_module, self.n_samples, seed=self.seed)
+            values = self.inception_scores.score(images)
+        values["metrics_seconds"] = time.perf_counter() - started
+        pl_module.log_dict(
+            {f"val/{k}": v for k, v in values.items()},
+            on_epoch=True,
+            on_step=False,
+            rank_zero_only=True,
+        )

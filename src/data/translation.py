@@ -218,26 +218,31 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_images(files: list[Path], image_size: int, channels: int) -> torch.Tensor:
-    """uint8 [N, channels, S, S]: each file centre-cropped to a square and resized (antialiased)."""
+def read_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
+    """uint8 [channels, S, S] of one file: centre-cropped to a square, resized (bicubic,
+    antialiased); an unreadable file is a FolderError naming it."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+    except (OSError, UnidentifiedImageError) as err:
+        raise FolderError(f"data.path: cannot read image {path}: {err}") from err
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, channels)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def read_images(files: list[Path], image_size: int, channels: int) -> torch.Tensor:
+    """uint8 [N, channels, S, S] of ``files`` (``read_image`` each)."""
     out = torch.empty(len(files), channels, image_size, image_size, dtype=torch.uint8)
-    mode = "L" if channels == 1 else "RGB"
     for i, path in enumerate(files):
-        try:
-            with Image.open(path) as image:
-                image = image.convert(mode)
-        except (OSError, UnidentifiedImageError) as err:
-            raise FolderError(f"data.path: cannot read image {path}: {err}") from err
-        width, height = image.size
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-        image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        array = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, channels)
-        out[i] = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        out[i] = read_image(path, image_size, channels)
     return out
 
 

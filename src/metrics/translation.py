@@ -8,6 +8,10 @@
   the content? ``source_accuracy`` is the same classifier on the inputs, ``target_accuracy``
   (paired) on the real targets: the ceiling.
 - paired tasks: ``l1`` (mean |T(a) - b|), ``psnr`` and ``ssim`` (torchmetrics), pixels in [0, 1].
+- colour domains: ``colour_fd``, the Frechet distance between the translations' and B's real
+  images' colour statistics (mean RGB of each image's ink - its brightest fifth by luma - and of
+  its background - its darkest half): the grey-read scores above cannot tell a grey digit from a
+  coloured one, this can.
 - two-way models: ``cycle_l1`` (A -> B -> A) and ``cycle_label_preservation`` (A's classifier on
   the cycled images against A's labels).
 """
@@ -21,10 +25,42 @@ from torchmetrics.functional.image import (
 )
 
 from src.data.datamodule import to_signed_unit
-from src.data.translation import NO_LABEL, TaskSpec, TranslationSplit, to_grey
+from src.data.translation import LUMA, NO_LABEL, TaskSpec, TranslationSplit, to_grey
 from src.metrics.classifier import load_classifier, to_classifier_input
 from src.metrics.scores import GenerativeScores
 from src.sampling.translation import translate_images
+
+
+def colour_statistics(images: torch.Tensor) -> torch.Tensor:
+    """[N, 3, H, W] in [-1, 1] -> [N, 6]: mean RGB of the brightest fifth of the pixels by luma
+    (the ink) and of the darkest half (the background)."""
+    images = images.float().flatten(2)  # [N, 3, P]
+    weights = torch.tensor(LUMA, device=images.device).view(1, 3, 1)
+    order = (images * weights).sum(1).argsort(dim=1)  # [N, P], darkest first
+    pixels = images.shape[2]
+    dark, bright = order[:, : pixels // 2], order[:, -max(1, pixels // 5) :]
+
+    def mean_at(index):
+        return images.gather(2, index.unsqueeze(1).expand(-1, 3, -1)).mean(2)
+
+    return torch.cat([mean_at(bright), mean_at(dark)], dim=1)
+
+
+def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
+    """|mu_x - mu_y|^2 + tr(S_x + S_y - 2 (S_x^1/2 S_y S_x^1/2)^1/2) of two [N, D] samples
+    (Gaussians fitted to each; Dowson & Landau 1982, the formula of FID)."""
+
+    def sqrtm(matrix):
+        values, vectors = torch.linalg.eigh(matrix)
+        return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+
+    x, y = x.double(), y.double()
+    mean_x, mean_y = x.mean(0), y.mean(0)
+    cov_x, cov_y = torch.cov(x.T), torch.cov(y.T)
+    root_x = sqrtm(cov_x)
+    cross = sqrtm(root_x @ cov_y @ root_x)
+    distance = (mean_x - mean_y).square().sum() + torch.trace(cov_x + cov_y - 2 * cross)
+    return distance.item()
 
 
 @torch.no_grad()
@@ -96,6 +132,11 @@ class TranslationScores:
             scores = self.scores_b.score(to_grey(translated))
             result.update(
                 {k: scores[k] for k in ("fid", "kid", "kid_std", "is", "is_std", "blank_share")}
+            )
+        if self.spec.b.colour:
+            real_b = to_signed_unit(self.test.b)
+            result["colour_fd"] = frechet_distance(
+                colour_statistics(translated), colour_statistics(real_b)
             )
         same_labels = self.spec.a.classifier == self.spec.b.classifier
         if self.classifier_a is not None and self.labels_known:

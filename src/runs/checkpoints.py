@@ -52,7 +52,8 @@ def run_data(run_cfg, data_dir: str | Path):
     size and split), set up from ``data_dir``: the real images that scripts compare a
     checkpoint's samples or translations with."""
     data_cfg = OmegaConf.to_container(run_cfg.data, resolve=True)
-    data_cfg["data_dir"] = str(data_dir)
+    if "data_dir" in data_cfg:  # an image folder keeps its own path and cache
+        data_cfg["data_dir"] = str(data_dir)
     data = instantiate(data_cfg)
     data.prepare_data()
     data.setup()

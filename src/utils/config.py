@@ -97,6 +97,12 @@ def validate_config(cfg: DictConfig) -> type:
             f"model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
         )
     _check_translation(cfg, model_cls)
+    conditional = OmegaConf.select(cfg, "model.num_classes") or 0
+    if conditional and OmegaConf.select(cfg, "data.dataset") == "image_folder":
+        raise ConfigError(
+            f"model={_choice(cfg, 'model')} is class-conditional, and data=image_folder has no "
+            "labels: choose an unconditional model or data= mnist / fashion_mnist"
+        )
     role = model_cls.discriminator_role
     provided = OmegaConf.select(cfg, "arch.discriminators") or {}
     if role is not None and role not in provided:
@@ -156,6 +162,8 @@ def _check_translation(cfg: DictConfig, model_cls: type) -> None:
 
 def _data_sets(cfg: DictConfig) -> list[str]:
     """The IDX datasets a run reads: data.dataset, or those its translation task is built from."""
+    if OmegaConf.select(cfg, "data.dataset") == "image_folder":
+        return []
     if not is_translation_data(cfg):
         return [cfg.data.dataset]
     from src.data.translation import TASKS
@@ -171,6 +179,13 @@ def check_paths(cfg: DictConfig) -> None:
     from src.data.idx import DATASETS, locate_raw_dir
 
     data_dir = Path(cfg.paths.data_dir)
+    if OmegaConf.select(cfg, "data.dataset") == "image_folder":
+        path = None if OmegaConf.is_missing(cfg.data, "path") else cfg.data.path
+        if not path or not Path(path).is_dir():
+            raise ConfigError(
+                f"data.path={path if path else '???'}: data=image_folder reads your images from "
+                "a folder (sub-folders too); set data.path to one that exists"
+            )
     folder_task = is_translation_data(cfg) and str(cfg.data.task).endswith("_folder")
     if folder_task and not (cfg.data.path and Path(cfg.data.path).is_dir()):
         raise ConfigError(

@@ -163,6 +163,7 @@ def schema() -> dict[str, Rule]:
     from lightning.pytorch.strategies import StrategyRegistry
 
     from src.data.idx import DATASETS
+    from src.data.image_folder import IN_MEMORY
     from src.data.translation import TASKS
     from src.losses import ENERGY_NORMS, PIXEL_LIKELIHOODS
     from src.models.base import LATENT_DISTRIBUTIONS
@@ -176,7 +177,10 @@ def schema() -> dict[str, Rule]:
         "matmul_precision": choice("highest", "high", "medium"),
         "print_config": boolean(),
         # data
-        "data.dataset": choice(*DATASETS),
+        "data.dataset": choice(*DATASETS, "image_folder"),
+        "data.channels": choice(1, 3),
+        "data.test_size": integer(1),
+        "data.in_memory": choice(*IN_MEMORY),
         "data.batch_size": integer(2),
         "data.val_size": integer(0, 59999),
         "data.split_seed": SEED,

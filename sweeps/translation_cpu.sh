@@ -2,7 +2,7 @@
 # The README's "Image-to-image translation" numbers (sweeps/results/translation/): each task at one
 # 2-core-CPU budget, the adversarial model next to the baseline that needs no adversary.
 #   bash sweeps/translation_cpu.sh          # from the project root, DATA_DIR set
-# pix2pix: 2 epochs (1 718 batches of 64) on edges2digit and inpaint, with the paper's ablation
+# pix2pix: 2 epochs (1 718 batches of 64) on edges2digit, inpaint and grey2colour, with the paper's ablation
 # "L1 alone" (model.adversarial_weight=0) at the same budget. CycleGAN: experiment=cyclegan_cpu
 # (2 epochs of 600 batches of 16) on mnist2colour and mnist2fashion, against the identity map.
 # Each run is then scored by evaluate.py (model, and baseline=identity) on the first 10 000 test
@@ -36,5 +36,7 @@ run pix2pix_edges2digit model=pix2pix data=edges2digit trainer.max_epochs=2
 run l1_edges2digit model=pix2pix data=edges2digit trainer.max_epochs=2 model.adversarial_weight=0
 run pix2pix_inpaint model=pix2pix data=inpaint trainer.max_epochs=2
 run l1_inpaint model=pix2pix data=inpaint trainer.max_epochs=2 model.adversarial_weight=0
+run pix2pix_grey2colour model=pix2pix data=grey2colour trainer.max_epochs=2
+run l1_grey2colour model=pix2pix data=grey2colour trainer.max_epochs=2 model.adversarial_weight=0
 run cyclegan_mnist2colour experiment=cyclegan_cpu data=mnist2colour
 run cyclegan_mnist2fashion experiment=cyclegan_cpu data=mnist2fashion

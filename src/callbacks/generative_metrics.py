@@ -83,17 +83,10 @@ class GenerativeMetrics(Callback):
             return
         started = time.perf_counter()
         if self.dataset == "image_folder":
-            self._score_folder_run(trainer, pl_module, started)
+            self._log(pl_module, self._folder_values(trainer, pl_module), started)
             return
         if is_translator(pl_module):
-            values = self._translation_values(trainer, pl_module)
-            values["metrics_seconds"] = time.perf_counter() - started
-            pl_module.log_dict(
-                {f"val/{k}": v for k, v in values.items()},
-                on_epoch=True,
-                on_step=False,
-                rank_zero_only=True,
-            )
+            self._log(pl_module, self._translation_values(trainer, pl_module), started)
             return
         requested = requested_labels(pl_module, self.n_samples)
         device = pl_module.device
@@ -105,6 +98,13 @@ class GenerativeMetrics(Callback):
         values = {k: float(v) for k, v in result.items() if not isinstance(v, list)}
         for c, share in enumerate(result.get("class_match_per_class", [])):
             values[f"class_match_{c}"] = share
+        self._log(pl_module, values, started)
+
+    @staticmethod
+    def _log(pl_module, values: dict | None, started: float) -> None:
+        """``val/<name>`` for every value, and how long scoring took (nothing if not scored)."""
+        if values is None:
+            return
         values["metrics_seconds"] = time.perf_counter() - started
         pl_module.log_dict(
             {f"val/{k}": v for k, v in values.items()},
@@ -132,11 +132,11 @@ class GenerativeMetrics(Callback):
         result = self.translation_scores.score(pl_module)
         return {k: float(v) for k, v in result.items() if k != "n_translated"}
 
-    def _score_folder_run(self, trainer, pl_module, started: float) -> None:
+    def _folder_values(self, trainer, pl_module) -> dict | None:
         from src.metrics.inception import InceptionScores, InceptionUnavailable
 
         if self.unavailable is not None:
-            return
+            return None
         device = pl_module.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if self.inception_scores is None:
@@ -154,13 +154,6 @@ class GenerativeMetrics(Callback):
                     log.warning(
                         "generative metrics skipped for this run: %s; training goes on", err
                     )
-                    return
+                    return None
             images = generate(pl_module, self.n_samples, seed=self.seed)
-            values = self.inception_scores.score(images)
-        values["metrics_seconds"] = time.perf_counter() - started
-        pl_module.log_dict(
-            {f"val/{k}": v for k, v in values.items()},
-            on_epoch=True,
-            on_step=False,
-            rank_zero_only=True,
-        )
+            return self.inception_scores.score(images)

@@ -30,7 +30,7 @@ def translate(cfg: DictConfig) -> Path:
     from src.data.datamodule import to_signed_unit
     from src.data.translation import image_files, read_images
     from src.runs.checkpoints import load_checkpoint, run_data
-    from src.sampling import image_grid, is_translator, to_uint8, translate_images
+    from src.sampling import image_grid, is_translator, to_uint8, translate_images, with_channels
 
     check_schema(cfg)
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
@@ -73,7 +73,7 @@ def translate(cfg: DictConfig) -> Path:
         arrays["files"] = np.array(files)
     np.savez_compressed(out_dir / f"{name}.npz", **arrays)
     channels = max(x.shape[1] for x in shown)
-    shown = [x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x for x in shown]
+    shown = [with_channels(x, channels) for x in shown]
     per_image = len(shown)
     rows = torch.stack(shown, dim=1).flatten(0, 1)[: cfg.grid_images * per_image]
     save_image(image_grid(rows, per_image * 4), out_dir / f"{name}.png")

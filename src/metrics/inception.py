@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
 
+from src.sampling import to_uint8, with_channels
+
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
@@ -18,8 +20,8 @@ class InceptionUnavailable(RuntimeError):
 
 def _rgb_uint8(images: torch.Tensor) -> torch.Tensor:
     if images.dtype != torch.uint8:  # floats in [-1, 1]
-        images = images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+        images = to_uint8(images)
+    return with_channels(images, 3)
 
 
 class InceptionScores:

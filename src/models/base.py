@@ -63,6 +63,17 @@ class ManualLoop(LightningModule):
         # model from it
         self.run_config = run_config
 
+    def _log_validation(self, logs: dict, batch_size: int) -> None:
+        """Held-out values as epoch means ``val/<name>``; under DDP the mean over every process's
+        share of the val split."""
+        self.log_dict(
+            {f"val/{k}": v for k, v in logs.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
+
     def _check_now(self, batch_idx: int) -> bool:
         """Whether this batch's losses are checked for NaN/inf: every n-th batch and always the
         epoch's last (no NaN weights reach an epoch-end checkpoint)."""
@@ -333,13 +344,7 @@ class AdversarialModel(ManualLoop):
         # D as it is trained: real and fake normalised apart
         with batch_statistics(self.discriminator):
             logs = self.validation_values(real, fake, labels)
-        self.log_dict(
-            {f"val/{k}": v for k, v in logs.items()},
-            on_step=False,
-            on_epoch=True,
-            batch_size=real.shape[0],
-            sync_dist=True,  # under DDP: the mean over every process's share of the val split
-        )
+        self._log_validation(logs, real.shape[0])
 
     def validation_values(
         self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None

@@ -65,13 +65,7 @@ class Translator(ManualLoop):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         logs = self.validation_values(*batch)
-        self.log_dict(
-            {f"val/{k}": v for k, v in logs.items()},
-            on_step=False,
-            on_epoch=True,
-            batch_size=batch[0].shape[0],
-            sync_dist=True,
-        )
+        self._log_validation(logs, batch[0].shape[0])
 
     def validation_values(self, a, b, labels_a, labels_b) -> dict:
         raise NotImplementedError
@@ -198,10 +192,11 @@ class ImagePool(nn.Module):
         rest = batch.shape[0] - fill
         if rest > 0:
             # one draw per image, in order: the same images as the authors' per-image loop
-            swap = torch.rand(rest, device=batch.device) < 0.5
-            slots = torch.randint(0, self.size, (rest,), device=batch.device)
-            for i in torch.nonzero(swap).flatten().tolist():
-                slot = int(slots[i])
+            swap = (torch.rand(rest, device=batch.device) < 0.5).tolist()
+            slots = torch.randint(0, self.size, (rest,), device=batch.device).tolist()
+            for i, slot in enumerate(slots):
+                if not swap[i]:
+                    continue
                 out[fill + i] = self.images[slot]
                 self.images[slot] = batch[fill + i]
         return out

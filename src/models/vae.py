@@ -115,13 +115,7 @@ class VAE(AdversarialModel):
         with torch.random.fork_rng(devices=[real.device] if real.is_cuda else []):
             torch.manual_seed(VALIDATION_SEED + batch_idx)
             logs = self.validation_values(real)
-        self.log_dict(
-            {f"val/{k}": v for k, v in logs.items()},
-            on_step=False,
-            on_epoch=True,
-            batch_size=real.shape[0],
-            sync_dist=True,
-        )
+        self._log_validation(logs, real.shape[0])
 
     def validation_values(self, real: torch.Tensor, *_) -> dict:
         """Held-out ELBO parts, and the deterministic reconstruction's pixel MSE."""

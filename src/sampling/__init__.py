@@ -20,6 +20,7 @@ from src.sampling.translation import (
     is_translator,
     translate_images,
     translation_triplets,
+    with_channels,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "is_translator",
     "translate_images",
     "translation_triplets",
+    "with_channels",
     "image_grid",
     "reconstruct",
     "reconstruction_pairs",

@@ -62,7 +62,8 @@ def translate_images(
     return torch.cat(chunks)
 
 
-def _rgb(images: torch.Tensor, channels: int) -> torch.Tensor:
+def with_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey [N, 1, H, W] repeated to ``channels`` (to sit in one grid with colour images)."""
     return images.expand(-1, channels, -1, -1) if images.shape[1] == 1 else images
 
 
@@ -79,5 +80,5 @@ def translation_triplets(
     else:
         return torch.stack([a.float(), translated], dim=1).flatten(0, 1)
     channels = max(a.shape[1], translated.shape[1], third.shape[1])
-    parts = [_rgb(x.float(), channels) for x in (a, translated, third)]
+    parts = [with_channels(x.float(), channels) for x in (a, translated, third)]
     return torch.stack(parts, dim=1).flatten(0, 1)

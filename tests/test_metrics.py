@@ -65,6 +65,7 @@ def test_real_test_digits_score_high_and_match_themselves(mnist_scores, mnist_te
     assert result["is"] >= 9.5
     assert result["fid"] == pytest.approx(0.0, abs=1e-3)
     assert result["modes_covered"] == 10 and result["max_class_share"] < 0.12
+    assert 0.08 < result["min_class_share"] <= 0.1
     assert result["precision"] == result["recall"] == result["coverage"] == 1.0
 
 
@@ -113,6 +114,7 @@ def test_a_single_repeated_digit_is_caught_by_mode_coverage(mnist_scores, mnist_
     collapsed = mnist_test[0][:1].unsqueeze(1).expand(3000, -1, -1, -1)
     result = mnist_scores.score(collapsed)
     assert result["modes_covered"] == 1 and result["max_class_share"] == 1.0
+    assert result["min_class_share"] == 0.0
     # one real digit, copied: perfectly "precise", no recall
     assert result["precision"] == 1.0 and result["recall"] < 0.001 and result["coverage"] < 0.01
     assert result["is"] == pytest.approx(1.0, abs=1e-3)
@@ -164,6 +166,8 @@ def test_training_logs_the_scores_and_the_clis_work_on_its_checkpoint(make_cfg, 
     result = train(cfg)
     for key in ("val/is", "val/fid", "val/kid", "val/modes_covered", "val/max_class_share"):
         assert key in result["metrics"]
+    # the run's clock includes its own scoring
+    assert result["metrics"]["val/elapsed_seconds"] >= result["metrics"]["val/metrics_seconds"] > 0
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
 
     def cli(script, *args):

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 class GenerativeMetrics(Callback):
     """Logs ``val/is``, ``val/is_std``, ``val/fid``, ``val/kid``, ``val/kid_std``,
     ``val/precision``, ``val/recall``, ``val/density``, ``val/coverage`` (k-NN balls of
-    ``nearest_k``), ``val/modes_covered`` and ``val/max_class_share`` after every
+    ``nearest_k``), ``val/modes_covered``, ``val/max_class_share`` and ``val/min_class_share``
+    after every
     ``every_n_epochs``-th training epoch and the last one; the real set is the first ``n_real``
     images of the test split. A
     class-conditional model is asked for every class equally and also gets ``val/class_match`` (the
@@ -27,7 +28,9 @@ class GenerativeMetrics(Callback):
     ``val/label_preservation``, paired ``val/l1`` / ``val/psnr`` / ``val/ssim``, ``val/cycle_l1``).
     An RGB image folder (``data=image_folder``) gets the standard Inception-v3 ``val/fid``,
     ``val/kid``, ``val/is`` when those weights are present or downloadable; otherwise one warning
-    line, no scores, and training goes on.
+    line, no scores, and training goes on. Every scoring also logs ``val/metrics_seconds`` (its own
+    cost) and ``val/elapsed_seconds``: wall time since this fit started (or resumed), scoring
+    included, for quality-vs-wall-clock curves.
     """
 
     def __init__(
@@ -58,6 +61,10 @@ class GenerativeMetrics(Callback):
         self.translation_scores = None
         self.inception_scores = None
         self.unavailable: str | None = None  # why an image folder run cannot be scored
+        self.fit_started = time.perf_counter()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.fit_started = time.perf_counter()
 
     def _scores(self, trainer, pl_module) -> GenerativeScores:
         """Built on first use, on the module's device; real features are computed once per fit."""
@@ -100,12 +107,14 @@ class GenerativeMetrics(Callback):
             values[f"class_match_{c}"] = share
         self._log(pl_module, values, started)
 
-    @staticmethod
-    def _log(pl_module, values: dict | None, started: float) -> None:
-        """``val/<name>`` for every value, and how long scoring took (nothing if not scored)."""
+    def _log(self, pl_module, values: dict | None, started: float) -> None:
+        """``val/<name>`` for every value, how long scoring took and the run's wall time so far
+        (nothing if not scored)."""
         if values is None:
             return
-        values["metrics_seconds"] = time.perf_counter() - started
+        now = time.perf_counter()
+        values["metrics_seconds"] = now - started
+        values["elapsed_seconds"] = now - self.fit_started
         pl_module.log_dict(
             {f"val/{k}": v for k, v in values.items()},
             on_epoch=True,

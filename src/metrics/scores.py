@@ -156,6 +156,7 @@ class GenerativeScores:
             "kid_std": kid_std.item(),
             "modes_covered": int((share >= COVERAGE_THRESHOLD).sum()),
             "max_class_share": share.max().item(),
+            "min_class_share": share.min().item(),
             "class_share": [round(s, 4) for s in share.tolist()],
             **self.manifold.score(fake_features),
         }

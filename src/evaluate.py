@@ -12,6 +12,9 @@ A translator (pix2pix, CycleGAN) is scored on its task's first ``n_real`` test i
 (src/metrics/translation.py: FID against domain B, label preservation, paired L1 / PSNR / SSIM,
 cycle L1); ``baseline=identity`` scores the identity map on the same images
 (evaluation_identity.json).
+
+A checkpoint that keeps an EMA of G samples with the average; ``use_ema=false`` scores its trained G
+instead (evaluation_trained_g.json), so one run gives both.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def evaluate(cfg: DictConfig) -> dict:
 
     check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
+    trained_g_instead = not cfg.use_ema and getattr(model, "generator_ema", None) is not None
+    if trained_g_instead:
+        model.generator_ema = None  # sampling_generator falls back to the trained G
     model.to(cfg.device)
     data = run_data(run_cfg, cfg.paths.data_dir)
     started = time.perf_counter()
@@ -59,6 +65,8 @@ def evaluate(cfg: DictConfig) -> dict:
         }
     )
     name = "evaluation.json" if cfg.baseline is None else f"evaluation_{cfg.baseline}.json"
+    if trained_g_instead:
+        name = "evaluation_trained_g.json"  # never over the EMA's evaluation.json
     out = Path(cfg.out) if cfg.out else Path(cfg.ckpt_path).resolve().parent.parent / name
     write_json_atomic(out, result)
     print(json.dumps(result, indent=2))

@@ -63,10 +63,12 @@ def test_a_decay_outside_the_open_unit_interval_is_refused(make_cfg, decay):
         validate_config(make_cfg(f"model.ema_decay={decay}"))
 
 
-def test_a_run_with_ema_samples_from_it_after_training(make_cfg, tmp_path):
+def test_a_run_with_ema_samples_from_it_after_training(make_cfg, tmp_path, data_dir):
+    from src.evaluate import evaluate
     from src.runs.checkpoints import load_checkpoint
     from src.runs.training import train
     from src.sampling import generate
+    from tests.conftest import compose_script
 
     assert (
         train(make_cfg("model=ebgan", "arch=mlp", "model.ema_decay=0.99"))["status"] == "completed"
@@ -76,6 +78,22 @@ def test_a_run_with_ema_samples_from_it_after_training(make_cfg, tmp_path):
     samples = generate(model, 8, seed=1)
     model.generator_ema = None  # the trained G draws different samples from the same latents
     assert not torch.equal(samples, generate(model, 8, seed=1))
+
+    # evaluate.py scores the average by default and the trained G on request, into two files
+    def scores(use_ema: bool) -> dict:
+        small = ["n_samples=64", "n_real=64", "kid_subset_size=32", "kid_subsets=2"]
+        ckpt = tmp_path / "checkpoints" / "last.ckpt"
+        return evaluate(
+            compose_script(
+                "evaluate", f"ckpt_path={ckpt}", f"use_ema={use_ema}", *small, data_dir=data_dir
+            )
+        )
+
+    averaged, trained = scores(True), scores(False)
+    assert averaged["ema"] and not trained["ema"] and averaged["fid"] != trained["fid"]
+    assert (tmp_path / "evaluation.json").exists() and (
+        tmp_path / "evaluation_trained_g.json"
+    ).exists()
 
 
 def test_sampling_on_batch_statistics_leaves_the_running_ones_alone(make_cfg):

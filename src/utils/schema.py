@@ -307,6 +307,7 @@ def schema() -> dict[str, Rule]:
         "walk_samples": integer(1),
         "grid_images": integer(1),
         "batch_norm": choice("running", "batch"),
+        "use_ema": boolean(),
         "baseline": choice("identity", nullable=True),
         "direction": choice("a2b", "b2a"),
     }

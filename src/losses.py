@@ -227,3 +227,10 @@ def identity_loss(
     """CycleGAN Sec. 5.2 (Taigman et al. 2017): E[||G(y) - y||_1] + E[||F(x) - x||_1], G: A -> B
     applied to B's images and F: B -> A to A's."""
     return l1_distance(b_through_g, b) + l1_distance(a_through_f, a)
+
+
+def mutual_information_lower_bound(code_logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """InfoGAN Eq. 5 (Chen et al. 2016), c ~ Cat(K) uniform: L_I = E[log Q(c | G(z, c))] + H(c),
+    H(c) = log K; at most H(c), reached when Q reads c off every image."""
+    entropy = torch.log(torch.tensor(float(code_logits.shape[1]), device=code_logits.device))
+    return entropy - F.cross_entropy(code_logits, codes)

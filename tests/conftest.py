@@ -69,6 +69,9 @@ def make_cfg(tmp_path, data_dir):
             if tiny:  # shrink the nets of whichever arch the overrides (or an experiment) selected
                 arch = cfg.arch.generator._target_.split(".")[-1].replace("Generator", "").lower()
                 defaults += [o for o in TINY[arch] if o.split("=", 1)[0] not in given]
+                # InfoGAN's code takes num_codes of the tiny nets' 8 latent inputs
+                if cfg.model._target_.endswith("InfoGAN") and "model.num_codes" not in given:
+                    defaults.append("model.num_codes=4")
                 cfg = compose(config_name="train", overrides=defaults + list(overrides))
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path)

@@ -57,6 +57,7 @@ MODEL_CLASSES = {
     "wgan": "WGAN",
     "wgan_gp": "WGANGP",
     "cgan": "CGAN",
+    "infogan": "InfoGAN",
     "vae": "VAE",
     "vaegan": "VAEGAN",
     "pix2pix": "Pix2Pix",
@@ -69,7 +70,7 @@ COMBOS = [
     for m in MODEL_CLASSES
     if m not in TRANSLATORS
     for a in ("mlp", "dcgan", "began")
-    if not (m in ("gan", "cgan", "wgan", "wgan_gp", "vae", "vaegan") and a == "began")
+    if not (m in ("gan", "cgan", "infogan", "wgan", "wgan_gp", "vae", "vaegan") and a == "began")
 ] + [(m, a) for m in TRANSLATORS for a in ("unet", "resnet")]
 
 

@@ -18,6 +18,7 @@ MODELS = [
     ("wgan", "mlp"),
     ("wgan_gp", "dcgan"),
     ("cgan", "dcgan"),
+    ("infogan", "dcgan"),
 ]
 
 

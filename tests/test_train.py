@@ -23,6 +23,7 @@ RUNS = [
     ("wgan_gp", "dcgan"),
     ("cgan", "mlp"),
     ("cgan", "dcgan"),
+    ("infogan", "mlp"),
 ]
 
 
@@ -48,6 +49,7 @@ def test_short_run_leaves_checkpoint_metrics_and_samples(make_cfg, tmp_path, mod
         "wgan": "train/wasserstein_estimate",
         "wgan_gp": "train/gradient_penalty",
         "cgan": "train/d_fake",
+        "infogan": "train/mutual_information",
     }
     assert expected[model] in written["metrics"]
     assert all(v == v for v in written["metrics"].values())  # no NaN

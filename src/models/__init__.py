@@ -3,7 +3,7 @@
 from src.models.base import AdversarialModel, DivergenceError
 from src.models.began import BEGAN
 from src.models.ebgan import EBGAN, EBGANPT
-from src.models.gan import CGAN, GAN
+from src.models.gan import CGAN, GAN, InfoGAN
 from src.models.translation import CycleGAN, Pix2Pix
 from src.models.vae import VAE, VAEGAN
 from src.models.wgan import WGAN, WGANGP
@@ -19,6 +19,7 @@ __all__ = [
     "EBGAN",
     "EBGANPT",
     "GAN",
+    "InfoGAN",
     "CycleGAN",
     "Pix2Pix",
     "VAE",

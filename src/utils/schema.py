@@ -197,6 +197,8 @@ def schema() -> dict[str, Rule]:
         "model.check_finite_every_n_steps": integer(1),
         "model.compile": boolean(),
         "model.num_classes": integer(2),
+        "model.num_codes": integer(2),
+        "model.code_weight": number(0),
         "model.margin": positive(),
         "model.pt_weight": number(0),
         "model.gamma": number(0, 1, low_open=True),

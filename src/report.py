@@ -37,6 +37,7 @@ CHOICE_NAMES = {
     "wgan": "WGAN",
     "wgan_gp": "WGAN-GP",
     "cgan": "cGAN",
+    "infogan": "InfoGAN",
 }  # model= option -> report name
 COLUMNS = [
     "model",

@@ -242,3 +242,30 @@ def test_blank_share_counts_near_constant_samples_and_no_real_digit(mnist_scores
     # the classifier alone calls such samples a confident "1": the scores carry the share too
     result = mnist_scores.score(blank.repeat(10, 1, 1, 1))
     assert result["blank_share"] == 1.0
+
+
+def test_within_class_distance_by_hand():
+    from src.metrics.scores import within_class_distance
+
+    features = torch.tensor(
+        [[0.0, 0.0], [3.0, 4.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [9.0, 9.0]]
+    )
+    classes = torch.tensor([0, 0, 0, 1, 1, 2])
+    # class 0: pairs (a, b) 5, (a, c) 0, (b, c) 5 -> 10 / 3; class 1: two equal points -> 0;
+    # class 2: one sample, no pair -> left out
+    assert within_class_distance(features, classes) == pytest.approx((10 / 3 + 0) / 2)
+    assert within_class_distance(features[:1], classes[:1]) == 0.0
+
+
+def test_within_class_diversity_is_one_for_real_digits_and_zero_for_copies(
+    mnist_scores, mnist_test
+):
+    images = mnist_test[0].unsqueeze(1)
+    assert mnist_scores.score(images)["within_class_diversity"] == pytest.approx(1.0)
+    # one image per class, repeated: every class covered, no diversity within any
+    firsts = torch.stack([images[mnist_test[1] == c][0] for c in range(10)])
+    copies = firsts.repeat_interleave(100, dim=0)
+    result = mnist_scores.score(copies)
+    assert result["modes_covered"] == 10 and result["within_class_diversity"] == pytest.approx(
+        0.0, abs=1e-6
+    )

@@ -92,7 +92,10 @@ class GenerativeScores:
             self.fid.update(features, real=True)
             self.kid.update(features, real=True)
             real_features.append(features)
-        self.manifold = ManifoldScores(torch.cat(real_features), k=nearest_k)
+        real_features = torch.cat(real_features)
+        self.manifold = ManifoldScores(real_features, k=nearest_k)
+        real_classes = self.classifier.logits_from_features(real_features).argmax(1)
+        self.real_within_class_distance = within_class_distance(real_features, real_classes)
 
     @torch.no_grad()
     def _features(self, images: torch.Tensor):
@@ -157,12 +160,34 @@ class GenerativeScores:
             "modes_covered": int((share >= COVERAGE_THRESHOLD).sum()),
             "max_class_share": share.max().item(),
             "min_class_share": share.min().item(),
+            # 1: samples of a class differ from each other as much as the real digits of a class do
+            "within_class_diversity": within_class_distance(
+                fake_features, predicted.to(fake_features.device)
+            )
+            / self.real_within_class_distance,
             "class_share": [round(s, 4) for s in share.tolist()],
             **self.manifold.score(fake_features),
         }
         if requested_labels is not None:
             result.update(class_match_scores(predicted, requested_labels.cpu()))
         return result
+
+
+def within_class_distance(
+    features: torch.Tensor, classes: torch.Tensor, per_class_cap: int = 1000
+) -> float:
+    """Mean pairwise Euclidean distance between the features of two samples of the same predicted
+    class, averaged over the classes holding >= COVERAGE_THRESHOLD of the samples (and >= 2 of
+    them), each read on its first ``per_class_cap`` samples. A collapse to one image per class gives
+    0 while IS and class coverage still look perfect."""
+    distances = []
+    for c in classes.unique():
+        members = features[classes == c][:per_class_cap]
+        n = members.shape[0]
+        if n < 2 or n < COVERAGE_THRESHOLD * features.shape[0]:
+            continue
+        distances.append(torch.cdist(members.double(), members.double()).sum() / (n * (n - 1)))
+    return float(torch.stack(distances).mean()) if distances else 0.0
 
 
 def class_match_scores(

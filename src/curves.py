@@ -40,7 +40,7 @@ def read_curve(run: Path) -> dict[str, list[float]]:
                     and (key.startswith("val/") or key.endswith("_epoch"))
                 ):
                     values[key] = float(value)
-    epochs = sorted(by_epoch)
+    epochs = sorted(e for e, values in by_epoch.items() if values)  # not yet scored: left out
     keys = sorted({k for values in by_epoch.values() for k in values})
     curve = {"epoch": [float(e + 1) for e in epochs]}
     for key in keys:

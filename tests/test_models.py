@@ -424,3 +424,18 @@ def test_began_nets_start_with_the_reference_xavier_init_and_a_spread_of_samples
     )
     with pytest.raises(ValueError, match="arch.init must be one of"):
         BEGANGenerator(32, (1, 28, 28), init="he")
+
+
+def test_spectral_norm_classifier_has_unit_top_singular_values_and_no_batch_norm(make_cfg):
+    from src.nets import DCGANClassifier
+    from src.runs.training import train
+
+    net = DCGANClassifier((1, 28, 28), width=4, norm="spectral")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    for _ in range(30):  # one power iteration per training forward
+        net(torch.randn(4, 1, 28, 28))
+    for layer in (net.down[0], net.down[2], net.out):
+        top = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
+        assert top.item() == pytest.approx(1.0, abs=1e-3)
+    cfg = make_cfg("model=gan", "arch=dcgan", "arch.classifier_norm=spectral")
+    assert train(cfg)["status"] == "completed"

@@ -40,16 +40,20 @@ def _up_path(in_channels: int, width: int, out_channels: int) -> nn.Sequential:
     )
 
 
+NORMS = ("batch", "layer", "spectral", "none")
+
+
 def _norm2d(norm: str, channels: int) -> nn.Module:
-    """Batch norm (DCGAN), layer norm over (C, H, W) (WGAN-GP: per-sample statistics), or none."""
+    """Batch norm (DCGAN), layer norm over (C, H, W) (WGAN-GP: per-sample statistics), or none
+    (also for ``spectral``, which normalises the weights instead: see ``DCGANClassifier``)."""
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "layer":
         # one group = layer norm over (C, H, W), with a per-channel affine
         return nn.GroupNorm(1, channels)
-    if norm == "none":
+    if norm in ("spectral", "none"):
         return nn.Identity()
-    raise ValueError(f"norm must be one of ('batch', 'layer', 'none'), got {norm!r}")
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
 def _down_path(in_channels: int, width: int, norm: str = "batch") -> nn.Sequential:
@@ -57,7 +61,7 @@ def _down_path(in_channels: int, width: int, norm: str = "batch") -> nn.Sequenti
     return nn.Sequential(
         nn.Conv2d(in_channels, width, 4, 2, 1),
         nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(width, 2 * width, 4, 2, 1, bias=norm == "none"),
+        nn.Conv2d(width, 2 * width, 4, 2, 1, bias=norm in ("spectral", "none")),
         _norm2d(norm, 2 * width),
         nn.LeakyReLU(0.2, inplace=True),
     )
@@ -92,6 +96,9 @@ class DCGANGenerator(nn.Module):
 class DCGANClassifier(nn.Module):
     """image -> two stride-2 convs -> a logit (GAN) or a score (WGAN critic; ``norm`` any).
 
+    ``norm="spectral"``: no normalisation layer; every conv and linear weight is divided by its
+    largest singular value, estimated by one power iteration per training forward (Miyato et al.
+    2018, SN-GAN Eq. 8), which keeps D 1-Lipschitz per layer.
     With ``num_classes`` > 0 it is D(x|y): the one-hot label enters as C constant image channels.
     """
 
@@ -102,6 +109,10 @@ class DCGANClassifier(nn.Module):
         self.down = _down_path(channels + num_classes, width, norm)
         self.out = nn.Linear(2 * width * _base_size(size) ** 2, 1)
         init_dcgan(self)
+        if norm == "spectral":
+            for layer in self.modules():
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(layer)
 
     #: hidden layers ``logits_and_features`` can read: the two conv stages
     n_feature_layers = 2

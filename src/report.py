@@ -38,6 +38,7 @@ CHOICE_NAMES = {
     "wgan_gp": "WGAN-GP",
     "cgan": "cGAN",
     "infogan": "InfoGAN",
+    "cluster_gan": "cluster GAN",
 }  # model= option -> report name
 COLUMNS = [
     "model",

@@ -58,6 +58,7 @@ MODEL_CLASSES = {
     "wgan_gp": "WGANGP",
     "cgan": "CGAN",
     "infogan": "InfoGAN",
+    "cluster_gan": "ClusterGAN",
     "vae": "VAE",
     "vaegan": "VAEGAN",
     "pix2pix": "Pix2Pix",
@@ -70,7 +71,10 @@ COMBOS = [
     for m in MODEL_CLASSES
     if m not in TRANSLATORS
     for a in ("mlp", "dcgan", "began")
-    if not (m in ("gan", "cgan", "infogan", "wgan", "wgan_gp", "vae", "vaegan") and a == "began")
+    if not (
+        m in ("gan", "cgan", "infogan", "cluster_gan", "wgan", "wgan_gp", "vae", "vaegan")
+        and a == "began"
+    )
 ] + [(m, a) for m in TRANSLATORS for a in ("unet", "resnet")]
 
 
@@ -81,7 +85,9 @@ def test_models_instantiate_on_every_fitting_arch(make_cfg, model, arch):
     module = instantiate(cfg.model)
     assert type(module).__name__ == MODEL_CLASSES[model]
     assert module.num_classes == (10 if model == "cgan" else 0)
-    if model not in TRANSLATORS:
+    if model == "cluster_gan":  # conditioned inside on its clusters, unconditional outside
+        assert module.generator.num_classes == module.num_clusters == 50
+    elif model not in TRANSLATORS:
         assert getattr(module.generator, "num_classes", 0) == module.num_classes
 
 

@@ -2,6 +2,7 @@
 
 from src.models.base import AdversarialModel, DivergenceError
 from src.models.began import BEGAN
+from src.models.cluster_gan import ClusterGAN
 from src.models.ebgan import EBGAN, EBGANPT
 from src.models.gan import CGAN, GAN, InfoGAN
 from src.models.translation import CycleGAN, Pix2Pix
@@ -15,6 +16,7 @@ __all__ = [
     "AdversarialModel",
     "BEGAN",
     "CGAN",
+    "ClusterGAN",
     "DivergenceError",
     "EBGAN",
     "EBGANPT",

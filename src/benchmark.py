@@ -117,16 +117,19 @@ def matmul_roofline(size: int = 2048, repeats: int = 20) -> float:
     return best
 
 
-def plain_step(model, optimizer_g, optimizer_d, real):
-    """One plain-PyTorch training batch: AdversarialModel.training_step's work (D frozen for G)."""
-    fake = model.generator(model.sample_latent(real.shape[0]))
-    loss_d, _ = model.discriminator_loss(real, fake.detach())
+def plain_step(model, optimizer_g, optimizer_d, batch):
+    """One plain-PyTorch training batch: AdversarialModel.training_step's work (D frozen for G),
+    through the model's own forward and batch labels (cGAN's classes, a cluster GAN's clusters,
+    InfoGAN's codes)."""
+    real, labels = batch[0], model.batch_labels(batch)
+    fake = model(model.sample_latent(real.shape[0]), labels)
+    loss_d, _ = model.discriminator_loss(real, fake.detach(), labels)
     optimizer_d.zero_grad(set_to_none=True)
     loss_d.backward()
     optimizer_d.step()
     model.after_discriminator_step(_)
     with frozen(model.discriminator):
-        loss_g, _ = model.generator_loss(fake)
+        loss_g, _ = model.generator_loss(fake, labels)
         optimizer_g.zero_grad(set_to_none=True)
         loss_g.backward()
         optimizer_g.step()
@@ -149,14 +152,14 @@ def batches_per_second_plain(
     loader = iter(datamodule.train_dataloader())
     with context():
         for _ in range(warmup):
-            plain_step(model, optimizer_g, optimizer_d, next(loader)[0])
+            plain_step(model, optimizer_g, optimizer_d, next(loader))
         produce, count = 0.0, 0
         started = time.perf_counter()
         while count < batches and (count < 3 or time.perf_counter() - started < max_seconds):
             t = time.perf_counter()
-            real = next(loader)[0]
+            batch = next(loader)
             produce += time.perf_counter() - t
-            plain_step(model, optimizer_g, optimizer_d, real)
+            plain_step(model, optimizer_g, optimizer_d, batch)
             count += 1
         elapsed = time.perf_counter() - started
     return count / elapsed, produce / count, count
@@ -204,9 +207,9 @@ def step_flops(model, datamodule) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     optimizer_g, optimizer_d = model.configure_optimizers()
-    real = next(iter(datamodule.train_dataloader()))[0]
+    batch = next(iter(datamodule.train_dataloader()))
     with FlopCounterMode(display=False) as counter:
-        plain_step(model, optimizer_g, optimizer_d, real)
+        plain_step(model, optimizer_g, optimizer_d, batch)
     return float(counter.get_total_flops())
 
 

@@ -3,8 +3,9 @@
     python sweeps/began_report.py [--gamma outputs/sweeps/began_gamma]
         [--causes outputs/sweeps/began_causes] [--out sweeps/results/began]
 
-Claim 1 (gamma trades diversity for quality): per gamma, mean +- std over seeds of the last
-epoch's FID, IS, classes covered and within-class diversity, and a figure of them against gamma.
+Claim 1 (gamma trades diversity for quality): per gamma, mean +- std over seeds of the final FID,
+IS, classes covered and within-class diversity (from <run>/evaluation.json when evaluate.py has
+scored the run's last checkpoint, else the last epoch's training-time scores), and a figure.
 Claim 2 (M_global measures convergence): per run, the Spearman correlation over the epochs of
 M_global (``train/convergence_epoch``) with FID and with IS, and the curves. Writes README.md and
 the figures into ``--out``.
@@ -41,7 +42,14 @@ def load_runs(folder: Path) -> list[dict]:
         written = json.loads(metrics.read_text())
         overrides = dict(o.split("=", 1) for o in written.get("overrides", []) if "=" in o)
         run = {"folder": metrics.parent, "overrides": overrides, "status": written["status"]}
-        run["final"] = written.get("metrics", {})
+        run["final"] = dict(written.get("metrics", {}))
+        evaluation = metrics.parent / "evaluation.json"
+        if evaluation.is_file():  # evaluate.py's scores of the last checkpoint (10 000 samples)
+            scored = json.loads(evaluation.read_text())
+            run["final"].update(
+                {f"val/{k}": v for k, v in scored.items() if isinstance(v, (int, float))}
+            )
+        run["steps"] = written.get("optimizer_steps", 0) // 2  # one D and one G step per batch
         try:
             run["curve"] = read_curve(metrics.parent)
         except FileNotFoundError:
@@ -72,14 +80,15 @@ def gamma_table(runs: list[dict]) -> tuple[list[str], dict]:
     ]
     summary = {}
     for gamma in sorted(by_gamma):
-        group = by_gamma[gamma]
+        group = [r for r in by_gamma[gamma] if r["status"] == "completed"]
+        if not group:  # interrupted / failed only: relaunch the sweep to finish them
+            continue
         finals = {k: [r["final"].get(k, float("nan")) for r in group] for k in FINAL_KEYS}
         rho_fid = [_rho(r, "val/fid") for r in group]
         rho_is = [_rho(r, "val/is") for r in group]
         k_last = [r["final"].get("train/k", float("nan")) for r in group]
-        statuses = ", ".join(sorted({r["status"] for r in group}))
         lines.append(
-            f"| {gamma} | {len(group)} ({statuses}) | "
+            f"| {gamma} | {len(group)} | "
             + " | ".join(_mean_std(finals[k]) for k in FINAL_KEYS)
             + f" | {_mean_std(k_last)} | {_mean_std(rho_fid)} | {_mean_std(rho_is)} |"
         )
@@ -96,15 +105,17 @@ def _rho(run: dict, key: str) -> float:
 
 def causes_table(runs: list[dict]) -> list[str]:
     lines = [
-        "| init | k_0 | λ_k | FID | IS | classes ≥ 1 % | within-class diversity | k_t (last) "
-        "| M_global (last) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | init | n, h | k_0 | λ_k | steps | FID | IS | classes ≥ 1 % "
+        "| within-class diversity | k_t (last) | M_global (last) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in sorted(runs, key=lambda r: sorted(r["overrides"].items())):
         o, f = run["overrides"], run["final"]
+        sizes = f"{o.get('arch.filters', '16')}, {o.get('arch.hidden_dim', '32')}"
         lines.append(
-            f"| {o.get('arch.init', 'xavier')} | {o.get('model.k_init', '0.0')} | "
-            f"{o.get('model.lambda_k', '0.001')} | "
+            f"| {run['folder'].name} | {o.get('arch.init', 'xavier')} | {sizes} | "
+            f"{o.get('model.k_init', '0.0')} | {o.get('model.lambda_k', '0.001')} | "
+            f"{run['steps']} | "
             + " | ".join(
                 _mean_std([f.get(k, float("nan"))])
                 for k in ("val/fid", "val/is", "val/modes_covered", "val/within_class_diversity")
@@ -116,8 +127,10 @@ def causes_table(runs: list[dict]) -> list[str]:
 
 
 def figures(summary: dict, out: Path) -> None:
-    plt = _pyplot()
     gammas = sorted(summary)
+    if not gammas:
+        return
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
     for ax, key, title in zip(
         axes,
@@ -151,7 +164,7 @@ def figures(summary: dict, out: Path) -> None:
         top, bottom = axes[0][column], axes[1][column]
         for run in summary[gamma]["runs"]:
             curve = run["curve"]
-            if M_GLOBAL not in curve:
+            if M_GLOBAL not in curve or "val/fid" not in curve:
                 continue
             seed = run["overrides"].get("seed", "?")
             top.plot(

@@ -26,6 +26,10 @@ def test_kmeans_finds_separated_blobs_and_is_seeded():
     # as many clusters as distinct points: none left empty
     _, each = kmeans(points[::10], 9, seed=0)
     assert sorted(each.tolist()) == list(range(9))
+    # duplicates: several clusters empty at once are each refilled, none left empty or NaN
+    duplicated = torch.cat([torch.zeros(10, 2), torch.ones(1, 2)])
+    centroids, assigned = kmeans(duplicated, 4)
+    assert torch.isfinite(centroids).all() and sorted(assigned.unique().tolist()) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="k-means needs 1 <= k"):
         kmeans(points[:2], 3)
 

@@ -1,6 +1,7 @@
 """The pinned classifier and its scores on real data, noise and a collapsed generator."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -244,8 +245,8 @@ def test_blank_share_counts_near_constant_samples_and_no_real_digit(mnist_scores
     assert result["blank_share"] == 1.0
 
 
-def test_within_class_distance_by_hand():
-    from src.metrics.scores import within_class_distance
+def test_within_class_distance_and_diversity_by_hand():
+    from src.metrics.scores import within_class_distances, within_class_diversity
 
     features = torch.tensor(
         [[0.0, 0.0], [3.0, 4.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [9.0, 9.0]]
@@ -253,8 +254,13 @@ def test_within_class_distance_by_hand():
     classes = torch.tensor([0, 0, 0, 1, 1, 2])
     # class 0: pairs (a, b) 5, (a, c) 0, (b, c) 5 -> 10 / 3; class 1: two equal points -> 0;
     # class 2: one sample, no pair -> left out
-    assert within_class_distance(features, classes) == pytest.approx((10 / 3 + 0) / 2)
-    assert within_class_distance(features[:1], classes[:1]) == 0.0
+    fake = within_class_distances(features, classes)
+    assert fake == pytest.approx({0: 10 / 3, 1: 0.0})
+    # per-class ratios against real spreads 5 and 2: (10/3 / 5 + 0 / 2) / 2
+    assert within_class_diversity(fake, {0: 5.0, 1: 2.0}) == pytest.approx((2 / 3) / 2)
+    # a class the real set cannot compare is left out; none at all gives NaN
+    assert within_class_diversity(fake, {0: 5.0}) == pytest.approx(2 / 3)
+    assert math.isnan(within_class_diversity(fake, {}))
 
 
 def test_within_class_diversity_is_one_for_real_digits_and_zero_for_copies(

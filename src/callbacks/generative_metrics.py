@@ -63,8 +63,10 @@ class GenerativeMetrics(Callback):
         self.unavailable: str | None = None  # why an image folder run cannot be scored
         self.fit_started = time.perf_counter()
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        self.fit_started = time.perf_counter()
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # before the module's own setup (a cluster GAN's k-means counts as part of the run)
+        if stage == "fit":
+            self.fit_started = time.perf_counter()
 
     def _scores(self, trainer, pl_module) -> GenerativeScores:
         """Built on first use, on the module's device; real features are computed once per fit."""

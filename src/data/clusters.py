@@ -25,22 +25,39 @@ def kmeans(
     for _ in range(iterations):
         distances = _squared_distances(points, centroids, chunk)
         new = distances.argmin(1)
-        counts = torch.bincount(new, minlength=k)
-        for empty in (counts == 0).nonzero().flatten().tolist():
-            far = distances.gather(1, new[:, None]).squeeze(1).argmax()
-            new[far] = empty
-            counts = torch.bincount(new, minlength=k)
+        _refill_empty_clusters(new, distances.gather(1, new[:, None]).squeeze(1), k)
         if torch.equal(new, assignments):
             break
         assignments = new
+        counts = torch.bincount(assignments, minlength=k)
         sums = torch.zeros_like(centroids).index_add_(0, assignments, points)
-        centroids = sums / counts[:, None].to(points.dtype)
+        centroids = sums / counts.clamp_min(1)[:, None].to(points.dtype)
     return centroids, assignments
 
 
+def _refill_empty_clusters(assignments: torch.Tensor, cost: torch.Tensor, k: int) -> None:
+    """Moves into each empty cluster the worst-fitting point (largest ``cost``) among those whose
+    cluster keeps another member, each point moved at most once: all k clusters stay in use
+    whenever there are k or more points."""
+    counts = torch.bincount(assignments, minlength=k)
+    cost = cost.clone()
+    for empty in (counts == 0).nonzero().flatten().tolist():
+        movable = counts[assignments] > 1
+        candidates = torch.where(movable, cost, torch.full_like(cost, -float("inf")))
+        point = int(candidates.argmax())
+        if candidates[point] == -float("inf"):
+            return  # fewer points than clusters: nothing left to move
+        counts[assignments[point]] -= 1
+        assignments[point] = empty
+        counts[empty] = 1
+        cost[point] = -float("inf")  # never taken back by the next empty cluster
+
+
 def nearest_centroid(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Index of each point's nearest centroid."""
-    return _squared_distances(points.float(), centroids, chunk=8192).argmin(1)
+    """Index of each point's nearest centroid, in float64 outside any autocast: a bf16 / TF32
+    matmul would assign near-ties differently from the k-means that made the centroids."""
+    with torch.autocast(points.device.type, enabled=False):
+        return _squared_distances(points.double(), centroids.double(), chunk=8192).argmin(1)
 
 
 def _squared_distances(points: torch.Tensor, centroids: torch.Tensor, chunk: int) -> torch.Tensor:

@@ -95,7 +95,7 @@ class GenerativeScores:
         real_features = torch.cat(real_features)
         self.manifold = ManifoldScores(real_features, k=nearest_k)
         real_classes = self.classifier.logits_from_features(real_features).argmax(1)
-        self.real_within_class_distance = within_class_distance(real_features, real_classes)
+        self.real_within_class_distances = within_class_distances(real_features, real_classes)
 
     @torch.no_grad()
     def _features(self, images: torch.Tensor):
@@ -160,11 +160,10 @@ class GenerativeScores:
             "modes_covered": int((share >= COVERAGE_THRESHOLD).sum()),
             "max_class_share": share.max().item(),
             "min_class_share": share.min().item(),
-            # 1: samples of a class differ from each other as much as the real digits of a class do
-            "within_class_diversity": within_class_distance(
-                fake_features, predicted.to(fake_features.device)
-            )
-            / self.real_within_class_distance,
+            "within_class_diversity": within_class_diversity(
+                within_class_distances(fake_features, predicted.to(fake_features.device)),
+                self.real_within_class_distances,
+            ),
             "class_share": [round(s, 4) for s in share.tolist()],
             **self.manifold.score(fake_features),
         }
@@ -173,21 +172,30 @@ class GenerativeScores:
         return result
 
 
-def within_class_distance(
+def within_class_distances(
     features: torch.Tensor, classes: torch.Tensor, per_class_cap: int = 1000
-) -> float:
-    """Mean pairwise Euclidean distance between the features of two samples of the same predicted
-    class, averaged over the classes holding >= COVERAGE_THRESHOLD of the samples (and >= 2 of
-    them), each read on its first ``per_class_cap`` samples. A collapse to one image per class gives
-    0 while IS and class coverage still look perfect."""
-    distances = []
-    for c in classes.unique():
+) -> dict[int, float]:
+    """{class: mean pairwise Euclidean distance between the features of two of its samples} for the
+    classes holding >= COVERAGE_THRESHOLD of the samples (and >= 2 of them), each read on its first
+    ``per_class_cap`` samples."""
+    distances = {}
+    for c in classes.unique().tolist():
         members = features[classes == c][:per_class_cap]
         n = members.shape[0]
         if n < 2 or n < COVERAGE_THRESHOLD * features.shape[0]:
             continue
-        distances.append(torch.cdist(members.double(), members.double()).sum() / (n * (n - 1)))
-    return float(torch.stack(distances).mean()) if distances else 0.0
+        pairwise = torch.cdist(members.double(), members.double()).sum() / (n * (n - 1))
+        distances[c] = float(pairwise)
+    return distances
+
+
+def within_class_diversity(fake: dict[int, float], real: dict[int, float]) -> float:
+    """Mean over the samples' classes of (fake within-class distance / real within-class distance
+    of that class): 1 = each class as varied as real digits of that class; 0 = one image per class,
+    which IS and class coverage cannot see. Per class, so that which classes G favours (a "1" varies
+    less than an "8") does not pass for diversity. NaN if no class can be compared."""
+    ratios = [fake[c] / real[c] for c in fake if real.get(c, 0.0) > 0]
+    return sum(ratios) / len(ratios) if ratios else float("nan")
 
 
 def class_match_scores(

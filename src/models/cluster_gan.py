@@ -67,13 +67,19 @@ class ClusterGAN(GAN):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        # a resumed fit restores the clusters from its checkpoint right after this hook
-        resuming = self._trainer is not None and self.trainer.ckpt_path is not None
-        if stage == "fit" and not resuming and not bool(self.cluster_frequencies.sum() > 0):
+        # On resume this runs too (Lightning restores the checkpoint after the setup hooks); the
+        # restore then overwrites the clusters with the saved ones, which the seeded k-means equals.
+        if stage == "fit" and not bool(self.cluster_frequencies.sum() > 0):
             self.fit_clusters(self.trainer.datamodule.splits["train"][0])
 
-    def fit_clusters(self, images_uint8: torch.Tensor) -> None:
-        """k-means on the training images as the model sees them ([-1, 1], flattened)."""
+    def fit_clusters(self, images_uint8: torch.Tensor, max_points: int = 60000) -> None:
+        """k-means on the training images as the model sees them ([-1, 1], flattened); on a seeded
+        subset of ``max_points`` when there are more (a 64 px image folder would not fit)."""
+        if images_uint8.shape[0] > max_points:
+            rng = torch.Generator().manual_seed(self.cluster_seed)
+            images_uint8 = images_uint8[
+                torch.randperm(images_uint8.shape[0], generator=rng)[:max_points]
+            ]
         points = to_signed_unit(images_uint8).flatten(1)
         if points.shape[1] != self.centroids.shape[1]:
             raise ValueError(
@@ -92,6 +98,11 @@ class ClusterGAN(GAN):
         return nearest_centroid(batch[0].flatten(1), self.centroids)
 
     def sample_latent(self, n, generator=None, device=None):
+        if not bool(self.cluster_frequencies.sum() > 0):
+            raise RuntimeError(
+                "ClusterGAN has no clusters yet: they are fitted when training starts (or loaded "
+                "with a checkpoint)"
+            )
         z = super().sample_latent(n, generator=generator, device=device)
         clusters = torch.multinomial(
             self.cluster_frequencies.to(z.device), n, replacement=True, generator=generator

@@ -113,16 +113,24 @@ def main(argv=None) -> None:
     parser.add_argument("--correlate", default=None, help="key whose Spearman rho with y is shown")
     parser.add_argument("--log-y", action="store_true", help="log-scale y axis")
     parser.add_argument("--out", type=Path, default=None, help="figure (PNG) to write")
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="legend names, ';'-separated, one per run (default: overrides)",
+    )
     args = parser.parse_args(argv)
+    labels = args.labels.split(";") if args.labels else None
+    if labels is not None and len(labels) != len(args.runs):
+        parser.error(f"--labels names {len(labels)} runs, {len(args.runs)} were given")
     curves = {}
-    for run in args.runs:
+    for i, run in enumerate(args.runs):
         if not run.is_dir():
             parser.error(f"not a folder: {run}")
         curve = read_curve(run)
         for key in filter(None, (args.x, args.y, args.correlate)):
             if key not in curve:
                 parser.error(f"{run}: no epoch-level '{key}' logged (has: {', '.join(curve)})")
-        label = run_label(run)
+        label = labels[i] if labels else run_label(run)
         curves[label] = curve
         points = ", ".join(
             f"({a:.0f}, {b:.3g})" for a, b in zip(curve[args.x], curve[args.y], strict=True)

@@ -72,5 +72,7 @@ def test_a_run_without_the_key_or_the_log_is_named(tmp_path):
     write_log(run, [{"epoch": 0, "step": 9, "val/fid": 3.0, "val/elapsed_seconds": 5.0}])
     with pytest.raises(SystemExit):
         main([str(run), "--y", "val/is"])
+    with pytest.raises(SystemExit):  # one legend name per run
+        main([str(run), "--labels", "a;b"])
     with pytest.raises(FileNotFoundError, match="logger=csv"):
         read_curve(tmp_path)

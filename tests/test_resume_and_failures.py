@@ -264,3 +264,19 @@ def test_bad_input_stops_before_training_with_a_message(tmp_path, data_dir, over
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
     if "nosuchmodel" in overrides[0]:
         assert "Available options in 'model'" in done.stderr and "ebgan_pt" in done.stderr
+
+
+def test_a_run_relaunched_into_its_folder_overwrites_the_stale_checkpoint(make_cfg, tmp_path):
+    # a sweep relaunch re-runs an interrupted member in its own folder: evaluate.py and resume read
+    # checkpoints/last.ckpt, so that must be the new run's, not a last-v1.ckpt beside the old one
+    from src.runs.training import train
+
+    train(make_cfg("model=ebgan", "trainer.limit_train_batches=2"))
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    written["status"] = "interrupted"  # as a preempted member leaves it: the relaunch trains again
+    (tmp_path / "metrics.json").write_text(json.dumps(written))
+    train(make_cfg("model=ebgan", "trainer.limit_train_batches=3"))
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]
+    saved = torch.load(checkpoints / "last.ckpt", weights_only=False, map_location="cpu")
+    assert saved["global_step"] == 6  # the second run's 3 batches x (D + G step)

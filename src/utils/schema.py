@@ -281,6 +281,7 @@ def schema() -> dict[str, Rule]:
         "callbacks.model_checkpoint.save_top_k": integer(-1),
         "callbacks.model_checkpoint.save_on_train_epoch_end": boolean(nullable=True),
         "callbacks.model_checkpoint.every_n_epochs": integer(0, nullable=True),
+        "callbacks.model_checkpoint.enable_version_counter": boolean(),
         "callbacks.sample_grid.n_samples": integer(1),
         "callbacks.sample_grid.every_n_epochs": integer(1),
         "callbacks.sample_grid.seed": SEED,

@@ -91,8 +91,10 @@ def plot(curves: dict[str, dict], x: str, y: str, out: Path, log_y: bool = False
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for label, curve in curves.items():
-        ax.plot(curve[x], curve[y], marker="o", markersize=3, label=label)
+    for i, (label, curve) in enumerate(curves.items()):
+        # 20 distinct colours, then dashed: no two runs share a look
+        style = {"color": plt.cm.tab20(i % 20), "linestyle": "-" if i < 20 else "--"}
+        ax.plot(curve[x], curve[y], marker="o", markersize=3, label=label, **style)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     if log_y:

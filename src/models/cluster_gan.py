@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from src.data.clusters import kmeans, nearest_centroid
 from src.data.datamodule import to_signed_unit
-from src.models.gan import GAN
+from src.models.gan import GAN, check_conditioned
 
 
 class ClusterGAN(GAN):
@@ -38,12 +38,7 @@ class ClusterGAN(GAN):
     ):
         if num_clusters < 2:
             raise ValueError(f"model.num_clusters must be >= 2, got {num_clusters}")
-        for name, net in (("generator", generator), ("discriminator", discriminator)):
-            if getattr(net, "num_classes", 0) != num_clusters:
-                raise ValueError(
-                    f"model=cluster_gan needs a {name} conditioned on {num_clusters} clusters; "
-                    f"{type(net).__name__} takes num_classes={getattr(net, 'num_classes', 0)}"
-                )
+        check_conditioned(generator, discriminator, num_clusters, "model=cluster_gan", "clusters")
         super().__init__(
             generator,
             discriminator,

@@ -68,12 +68,7 @@ class CGAN(GAN):
             raise ValueError(
                 f"model.num_classes must be >= 2 for a class-conditional GAN, got {num_classes}"
             )
-        for name, net in (("generator", generator), ("discriminator", discriminator)):
-            if getattr(net, "num_classes", 0) != num_classes:
-                raise ValueError(
-                    f"model=cgan needs a {name} conditioned on {num_classes} classes; "
-                    f"{type(net).__name__} takes num_classes={getattr(net, 'num_classes', 0)}"
-                )
+        check_conditioned(generator, discriminator, num_classes, "model=cgan", "classes")
         super().__init__(
             generator,
             discriminator,
@@ -84,6 +79,16 @@ class CGAN(GAN):
             **loop_options,
         )
         self.num_classes = num_classes
+
+
+def check_conditioned(generator, discriminator, count: int, model: str, what: str) -> None:
+    """Both nets must take ``count`` one-hot condition slots (their ``num_classes``)."""
+    for name, net in (("generator", generator), ("discriminator", discriminator)):
+        if getattr(net, "num_classes", 0) != count:
+            raise ValueError(
+                f"{model} needs a {name} conditioned on {count} {what}; "
+                f"{type(net).__name__} takes num_classes={getattr(net, 'num_classes', 0)}"
+            )
 
 
 class CodeReadingDiscriminator(nn.Module):

@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 class GenerativeMetrics(Callback):
     """Logs ``val/is``, ``val/is_std``, ``val/fid``, ``val/kid``, ``val/kid_std``,
     ``val/precision``, ``val/recall``, ``val/density``, ``val/coverage`` (k-NN balls of
-    ``nearest_k``), ``val/modes_covered``, ``val/max_class_share`` and ``val/min_class_share``
-    after every
-    ``every_n_epochs``-th training epoch and the last one; the real set is the first ``n_real``
-    images of the test split. A
+    ``nearest_k``), ``val/modes_covered``, ``val/max_class_share``, ``val/min_class_share``,
+    ``val/within_class_diversity`` and ``val/blank_share`` after every ``every_n_epochs``-th
+    training epoch and the last one; the real set is the first ``n_real`` images of the test
+    split. A
     class-conditional model is asked for every class equally and also gets ``val/class_match`` (the
     share of samples the classifier assigns to the requested class), and per class
     ``val/class_match_<c>``. A translator gets src.metrics.translation's scores of its

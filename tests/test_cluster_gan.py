@@ -72,3 +72,11 @@ def test_nets_without_the_cluster_conditioning_are_refused(make_cfg):
         InstantiationException, match="needs a generator conditioned on 50 clusters"
     ):
         instantiate(cfg.model)
+
+
+def test_a_model_without_clusters_says_so_when_asked_to_sample(make_cfg):
+    from src.sampling import generate
+
+    model = instantiate(make_cfg("model=cluster_gan", "arch=mlp", "model.num_clusters=4").model)
+    with pytest.raises(RuntimeError, match="no clusters yet"):
+        generate(model, 4, seed=0)

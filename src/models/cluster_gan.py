@@ -55,6 +55,9 @@ class ClusterGAN(GAN):
         # in the checkpoint: a loaded model samples and assigns clusters without the data
         self.register_buffer("centroids", torch.zeros(num_clusters, pixels))
         self.register_buffer("cluster_frequencies", torch.zeros(num_clusters))
+        # a Python flag, so that sampling (every training step) needs no host sync to check it
+        self.has_clusters = False
+        self.register_load_state_dict_post_hook(_note_loaded_clusters)
 
     @property
     def latent_dim(self) -> int:
@@ -64,7 +67,7 @@ class ClusterGAN(GAN):
         super().setup(stage)
         # On resume this runs too (Lightning restores the checkpoint after the setup hooks); the
         # restore then overwrites the clusters with the saved ones, which the seeded k-means equals.
-        if stage == "fit" and not bool(self.cluster_frequencies.sum() > 0):
+        if stage == "fit" and not self.has_clusters:
             self.fit_clusters(self.trainer.datamodule.splits["train"][0])
 
     def fit_clusters(self, images_uint8: torch.Tensor, max_points: int = 60000) -> None:
@@ -86,6 +89,7 @@ class ClusterGAN(GAN):
         self.centroids.copy_(centroids)
         counts = torch.bincount(assignments, minlength=self.num_clusters).float()
         self.cluster_frequencies.copy_(counts / counts.sum())
+        self.has_clusters = True
 
     def batch_labels(self, batch) -> torch.Tensor:
         """The clusters of the real batch's images (nearest centroid); the fakes of the batch are
@@ -93,7 +97,7 @@ class ClusterGAN(GAN):
         return nearest_centroid(batch[0].flatten(1), self.centroids)
 
     def sample_latent(self, n, generator=None, device=None):
-        if not bool(self.cluster_frequencies.sum() > 0):
+        if not self.has_clusters:
             raise RuntimeError(
                 "ClusterGAN has no clusters yet: they are fitted when training starts (or loaded "
                 "with a checkpoint)"
@@ -111,6 +115,11 @@ class ClusterGAN(GAN):
         generator = self.generator if self.training else self.sampling_generator
         noise, code = z[:, : -self.num_clusters], z[:, -self.num_clusters :]
         return generator(noise, code.argmax(1) if labels is None else labels)
+
+
+def _note_loaded_clusters(module, incompatible_keys) -> None:
+    """After load_state_dict: the model has clusters if the loaded frequencies hold any."""
+    module.has_clusters = bool(module.cluster_frequencies.sum() > 0)
 
 
 @torch.no_grad()

@@ -6,6 +6,8 @@ Shapes: ``real_logits``/``fake_logits`` and energies are per-sample vectors [N];
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -232,5 +234,6 @@ def identity_loss(
 def mutual_information_lower_bound(code_logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """InfoGAN Eq. 5 (Chen et al. 2016), c ~ Cat(K) uniform: L_I = E[log Q(c | G(z, c))] + H(c),
     H(c) = log K; at most H(c), reached when Q reads c off every image."""
-    entropy = torch.log(torch.tensor(float(code_logits.shape[1]), device=code_logits.device))
+    # a Python float, not a new device tensor: no host-to-device copy (none is allowed in a CUDA graph)
+    entropy = math.log(code_logits.shape[1])
     return entropy - F.cross_entropy(code_logits, codes)

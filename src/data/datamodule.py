@@ -106,6 +106,7 @@ class ImageDataModule(LightningDataModule):
         split_seed: int = 12345,
         download: bool = True,
         num_classes: int = 10,
+        on_device: bool = False,
     ):
         super().__init__()
         if batch_size < 2:  # batch norm in training and the pulling-away term need at least a pair
@@ -122,6 +123,8 @@ class ImageDataModule(LightningDataModule):
         self.split_seed = split_seed
         self.allow_download = download
         self.num_classes = num_classes
+        # the training split copied once to the run's device (uint8), batches sliced there
+        self.on_device = bool(on_device)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.prepared = False
 
@@ -179,7 +182,11 @@ class ImageDataModule(LightningDataModule):
     def train_dataloader(self) -> InMemoryBatches:
         # Lightning's own rule for its samplers: no shuffling under overfit_batches (debug=overfit)
         shuffle = not (self.trainer is not None and self.trainer.overfit_batches)
-        return self.train_batches(self._current_epoch, shuffle)
+        device = None
+        if self.on_device and self.trainer is not None:
+            # no host-to-device copy per batch: the GPU slices the batches from its own copy
+            device = self.trainer.strategy.root_device
+        return self.train_batches(self._current_epoch, shuffle, device=device)
 
     def val_dataloader(self) -> InMemoryBatches:
         images, labels = self.splits["val"]

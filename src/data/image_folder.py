@@ -90,6 +90,7 @@ class ImageFolderDataModule(ImageDataModule):
         in_memory: str = "auto",
         dataset: str = "image_folder",
         num_classes: int = 1,
+        on_device: bool = False,
     ):
         super().__init__(
             dataset=dataset,
@@ -99,6 +100,7 @@ class ImageFolderDataModule(ImageDataModule):
             split_seed=split_seed,
             download=False,
             num_classes=num_classes,
+            on_device=on_device,
         )
         if channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")

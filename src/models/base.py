@@ -182,6 +182,7 @@ class AdversarialModel(ManualLoop):
         check_finite_every_n_steps: int = 10,
         compile: bool = False,
         ema_decay: float | None = None,
+        cuda_graphs: bool = False,
         run_config: dict | None = None,
     ):
         super().__init__(check_finite_every_n_steps, run_config)
@@ -200,6 +201,11 @@ class AdversarialModel(ManualLoop):
         self.latent_distribution = latent_distribution
         self._last_generator_logs: dict = {}  # logged on batches without a G step too
         self.compile_nets = bool(compile)  # opt-in: torch.compile G and D for training (see setup)
+        if cuda_graphs and compile:
+            raise ValueError("model.cuda_graphs and model.compile cannot both be true: choose one")
+        # opt-in: each batch's updates replayed from a CUDA graph (src/models/cuda_graphs.py)
+        self.cuda_graphs = bool(cuda_graphs)
+        self._captured_steps: dict = {}  # (G step?, learning rates) -> CapturedStep
         # opt-in: an exponential moving average of G's weights, the G that samples (eval mode)
         self.ema_decay = ema_decay
         self.generator_ema: nn.Module | None = None
@@ -290,6 +296,13 @@ class AdversarialModel(ManualLoop):
         return batch[1] if self.num_classes else None
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.cuda_graphs and self._trainer is not None:
+            precision = str(self.trainer.precision)
+            if self.trainer.world_size > 1 or precision not in ("32", "32-true"):
+                raise ValueError(
+                    "model.cuda_graphs=true needs one process and 32-bit precision, got world size "
+                    f"{self.trainer.world_size}, trainer.precision={precision}"
+                )
         # nn.Module.compile compiles in place: parameter names, checkpoints, optimisers unchanged
         if stage == "fit" and self.compile_nets:
             self.generator.compile()
@@ -308,30 +321,106 @@ class AdversarialModel(ManualLoop):
         check = self._check_now(batch_idx)
         # the batch index, not a process counter: a resumed epoch keeps the same G-step batches
         generator_steps = (batch_idx + 1) % self.d_steps_per_g_step == 0
+        z = self.sample_latent(real.shape[0])
 
-        # G's graph is kept only when the G step will use it
-        with torch.set_grad_enabled(generator_steps):
-            fake = self(self.sample_latent(real.shape[0]), labels)
-        # detached: no grads reach G
-        loss_d, logs_d = self.discriminator_loss(real, fake.detach(), labels)
-        self._update(optimizer_d, loss_d, "discriminator loss", check)
-        self.after_discriminator_step(logs_d)
+        if self.cuda_graphs:
+            logs_d, logs_g = self._graphed_updates(real, labels, z, generator_steps, check)
+        else:
 
+            def update(optimizer, loss, name):  # refuses a non-finite loss before its step
+                self._update(optimizer, loss, name, check)
+
+            _, logs_d, logs_g = self._adversarial_updates(
+                real, labels, z, generator_steps, optimizer_d, optimizer_g, update
+            )
         if generator_steps:
-            with frozen(self.discriminator):  # D gets no grads in G's step
-                loss_g, self._last_generator_logs = self.generator_loss(fake, labels)
-                self._update(optimizer_g, loss_g, "generator loss", check)
-            self.update_generator_ema()
+            self._last_generator_logs = logs_g
 
         if self._is_log_step():
             self._log_train(
                 {
-                    **logs_d,
-                    **self._last_generator_logs,
+                    # clones: a graph's outputs are overwritten by its next replay
+                    **_snapshot(logs_d),
+                    **_snapshot(self._last_generator_logs),
                     "lr_g": optimizer_g.param_groups[0]["lr"],
                     "lr_d": optimizer_d.param_groups[0]["lr"],
                 }
             )
+
+    def _adversarial_updates(self, real, labels, z, generator_steps, optimizer_d, optimizer_g, update):
+        """One batch: D's update on the real batch and G(z) detached, then (when ``generator_steps``)
+        G's update with D frozen and the EMA's. ``update(optimizer, loss, name)`` performs
+        zero_grad -> backward -> step. Returns ({loss name: detached loss}, D's logs, G's logs)."""
+        # G's graph is kept only when the G step will use it
+        with torch.set_grad_enabled(generator_steps):
+            fake = self(z, labels)
+        # detached: no grads reach G
+        loss_d, logs_d = self.discriminator_loss(real, fake.detach(), labels)
+        update(optimizer_d, loss_d, "discriminator loss")
+        self.after_discriminator_step(logs_d)
+        losses, logs_g = {"discriminator loss": loss_d.detach()}, {}
+        if generator_steps:
+            with frozen(self.discriminator):  # D gets no grads in G's step
+                loss_g, logs_g = self.generator_loss(fake, labels)
+                update(optimizer_g, loss_g, "generator loss")
+            self.update_generator_ema()
+            losses["generator loss"] = loss_g.detach()
+        return losses, logs_d, logs_g
+
+    def _graphed_updates(self, real, labels, z, generator_steps, check):
+        """The batch's updates through a CUDA graph (captured per kind of batch and learning
+        rates). Inside the graph the plain torch optimizers step, so Lightning's per-step hooks do
+        not run there and its optimizer-step count is advanced here. A NaN/inf is found after its
+        step (a graph cannot stop midway): the run stops all the same, and no checkpoint of the
+        broken weights is written."""
+        from src.models.cuda_graphs import CapturedStep, learning_rates, make_capturable
+
+        optimizer_g, optimizer_d = (o.optimizer for o in self.optimizers())
+        key = (generator_steps, learning_rates(optimizer_g, optimizer_d))
+        step = self._captured_steps.get(key)
+        if step is None:
+            capture = real.is_cuda  # elsewhere the same updates run uncaptured
+            if capture:
+                make_capturable(optimizer_g), make_capturable(optimizer_d)
+            # an older graph of this kind of batch baked in old learning rates: freed
+            self._captured_steps = {
+                k: v for k, v in self._captured_steps.items() if k[1] == key[1]
+            }
+
+            def raw_update(optimizer, loss, name):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            def updates(real, labels, z):
+                return self._adversarial_updates(
+                    real, labels, z, generator_steps, optimizer_d, optimizer_g, raw_update
+                )
+
+            step = CapturedStep(updates, capture=capture)
+            self._captured_steps[key] = step
+        losses, logs_d, logs_g = step(real, labels, z)
+        if check:
+            self._raise_first_not_finite(losses)
+        self._count_optimizer_steps(len(losses))
+        return logs_d, logs_g
+
+    def _raise_first_not_finite(self, losses: dict) -> None:
+        """One host read for all the batch's losses; the first non-finite one is named."""
+        finite = torch.isfinite(torch.stack(list(losses.values()))).tolist()
+        for (name, loss), ok in zip(losses.items(), finite):
+            if not ok:
+                self._raise_if_not_finite(loss, name)
+
+    def _count_optimizer_steps(self, steps: int) -> None:
+        """Advance Lightning's optimizer-step count (``global_step``: logging steps, max_steps,
+        checkpoints) by the steps a graph took without Lightning's optimizer wrappers."""
+        if self._trainer is None:
+            return
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        for _ in range(steps):
+            progress.increment_ready()
+            progress.increment_completed()
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -352,3 +441,8 @@ class AdversarialModel(ManualLoop):
         """Held-out diagnostics (no updates): by default D's loss and its parts on unseen data."""
         loss_d, logs = self.discriminator_loss(real, fake, labels)
         return logs
+
+
+def _snapshot(logs: dict) -> dict:
+    """Tensors cloned: a CUDA graph's outputs are overwritten by its next replay."""
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in logs.items()}

@@ -97,6 +97,8 @@ def validate_config(cfg: DictConfig) -> type:
             f"model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
         )
     _check_translation(cfg, model_cls)
+    if OmegaConf.select(cfg, "model.cuda_graphs"):
+        _check_cuda_graphs(cfg, model_cls)
     conditional = OmegaConf.select(cfg, "model.num_classes") or 0
     if conditional and OmegaConf.select(cfg, "data.dataset") == "image_folder":
         raise ConfigError(
@@ -113,6 +115,42 @@ def validate_config(cfg: DictConfig) -> type:
             f"which model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
         )
     return model_cls
+
+
+def _check_cuda_graphs(cfg: DictConfig, model_cls: type) -> None:
+    """model.cuda_graphs=true: the shared adversarial loop, one CUDA device, 32-bit precision."""
+    import torch
+
+    from src.models.base import AdversarialModel
+
+    model = _choice(cfg, "model")
+    if getattr(model_cls, "training_step", None) is not AdversarialModel.training_step:
+        raise ConfigError(
+            f"model.cuda_graphs=true: model={model} has its own training step, which is not "
+            "captured; it is supported by the models of the shared adversarial loop (gan, ebgan, "
+            "ebgan_pt, began, wgan, wgan_gp, cgan, infogan, cluster_gan)"
+        )
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
+    if accelerator not in ("gpu", "cuda", "auto") or not torch.cuda.is_available():
+        raise ConfigError(
+            f"model.cuda_graphs=true needs a CUDA GPU (trainer.accelerator=gpu); "
+            f"trainer.accelerator={accelerator}, CUDA available: {torch.cuda.is_available()}"
+        )
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes") or 1
+    if devices not in (1, "1", [0], "auto", None) or nodes != 1:
+        raise ConfigError(
+            f"model.cuda_graphs=true runs in one process on one GPU; got trainer.devices={devices}, "
+            f"trainer.num_nodes={nodes}"
+        )
+    precision = str(OmegaConf.select(cfg, "trainer.precision") or "32")
+    if precision not in ("32", "32-true"):
+        raise ConfigError(
+            f"model.cuda_graphs=true needs trainer.precision=32 (got {precision}); TF32 matmuls "
+            "are the top-level matmul_precision key's"
+        )
+    if OmegaConf.select(cfg, "model.compile"):
+        raise ConfigError("model.cuda_graphs and model.compile cannot both be true: choose one")
 
 
 def is_translation_data(cfg: DictConfig) -> bool:

@@ -2,10 +2,10 @@
 
 Batches/s of one training run on a CUDA device, in one process, the variants taking turns (the best
 of ``--rounds`` counts):
-- ``plain``: a plain PyTorch loop with the same nets, optimizers and losses, batches already on the GPU;
-- ``lightning``: the project's Lightning loop as configured by default (batches copied from host memory);
+- ``plain``: a plain PyTorch loop (same nets, optimizers and losses), batches already on the GPU;
+- ``lightning``: the project's Lightning loop at its defaults (batches copied from the host);
 - ``on_device``: + ``data.on_device=true`` (the training split on the GPU, batches sliced there);
-- ``graphs``: + ``model.cuda_graphs=true`` (each batch's D and G updates replayed from a CUDA graph).
+- ``graphs``: + ``model.cuda_graphs=true`` (each batch's updates replayed from a CUDA graph).
 For the small / medium / largest cells of the EBGAN paper's MLP grid (EBGAN, batch 64), then every
 model of the shared adversarial loop on the medium cell (on_device vs graphs). Prints a table; JSON
 to outputs/benchmark_fast_path.json (or ``--out``). Needs a CUDA device.
@@ -119,7 +119,14 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for cell in args.cells:
             row = measure(
-                MLP_CELLS[cell], args.variants, args.batches, args.rounds, tmp, data_dir, device, True
+                MLP_CELLS[cell],
+                args.variants,
+                args.batches,
+                args.rounds,
+                tmp,
+                data_dir,
+                device,
+                plain=True,
             )
             result["cells"].append({"cell": cell, **row})
             rates = "  ".join(f"{v} {row[v]:7.1f}" for v in ["plain", *args.variants])

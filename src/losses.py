@@ -234,6 +234,6 @@ def identity_loss(
 def mutual_information_lower_bound(code_logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """InfoGAN Eq. 5 (Chen et al. 2016), c ~ Cat(K) uniform: L_I = E[log Q(c | G(z, c))] + H(c),
     H(c) = log K; at most H(c), reached when Q reads c off every image."""
-    # a Python float, not a new device tensor: no host-to-device copy (none is allowed in a CUDA graph)
+    # a Python float, not a new device tensor: no host-to-device copy (none is allowed in a graph)
     entropy = math.log(code_logits.shape[1])
     return entropy - F.cross_entropy(code_logits, codes)

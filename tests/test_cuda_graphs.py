@@ -143,7 +143,7 @@ def test_captured_updates_match_the_eager_loop_on_the_gpu(make_cfg, name):
     assert eager_steps == graphed_steps
     assert graphed._captured_steps and all(s.captured for s in graphed._captured_steps.values())
     worst = 0.0
-    for (key, a), b in zip(eager.state_dict().items(), graphed.state_dict().values()):
+    for (key, a), b in zip(eager.state_dict().items(), graphed.state_dict().values(), strict=True):
         if a.is_floating_point():
             worst = max(worst, ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item())
         else:

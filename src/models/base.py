@@ -347,8 +347,10 @@ class AdversarialModel(ManualLoop):
                 }
             )
 
-    def _adversarial_updates(self, real, labels, z, generator_steps, optimizer_d, optimizer_g, update):
-        """One batch: D's update on the real batch and G(z) detached, then (when ``generator_steps``)
+    def _adversarial_updates(
+        self, real, labels, z, generator_steps, optimizer_d, optimizer_g, update
+    ):
+        """One batch: D's update on the real batch and G(z) detached, then (``generator_steps``)
         G's update with D frozen and the EMA's. ``update(optimizer, loss, name)`` performs
         zero_grad -> backward -> step. Returns ({loss name: detached loss}, D's logs, G's logs)."""
         # G's graph is kept only when the G step will use it
@@ -383,9 +385,7 @@ class AdversarialModel(ManualLoop):
             if capture:
                 make_capturable(optimizer_g), make_capturable(optimizer_d)
             # an older graph of this kind of batch baked in old learning rates: freed
-            self._captured_steps = {
-                k: v for k, v in self._captured_steps.items() if k[1] == key[1]
-            }
+            self._captured_steps = {k: v for k, v in self._captured_steps.items() if k[1] == key[1]}
 
             def raw_update(optimizer, loss, name):
                 optimizer.zero_grad(set_to_none=True)
@@ -408,7 +408,7 @@ class AdversarialModel(ManualLoop):
     def _raise_first_not_finite(self, losses: dict) -> None:
         """One host read for all the batch's losses; the first non-finite one is named."""
         finite = torch.isfinite(torch.stack(list(losses.values()))).tolist()
-        for (name, loss), ok in zip(losses.items(), finite):
+        for (name, loss), ok in zip(losses.items(), finite, strict=True):
             if not ok:
                 self._raise_if_not_finite(loss, name)
 

@@ -65,7 +65,7 @@ class CapturedStep:
         if not self.capture:
             return self.fn(*inputs)
         if self.graph is not None:
-            for static, value in zip(self.static_inputs, inputs):
+            for static, value in zip(self.static_inputs, inputs, strict=True):
                 if static is not None:
                     static.copy_(value)
             self.graph.replay()

@@ -140,8 +140,8 @@ def _check_cuda_graphs(cfg: DictConfig, model_cls: type) -> None:
     nodes = OmegaConf.select(cfg, "trainer.num_nodes") or 1
     if devices not in (1, "1", [0], "auto", None) or nodes != 1:
         raise ConfigError(
-            f"model.cuda_graphs=true runs in one process on one GPU; got trainer.devices={devices}, "
-            f"trainer.num_nodes={nodes}"
+            "model.cuda_graphs=true runs in one process on one GPU; got "
+            f"trainer.devices={devices}, trainer.num_nodes={nodes}"
         )
     precision = str(OmegaConf.select(cfg, "trainer.precision") or "32")
     if precision not in ("32", "32-true"):

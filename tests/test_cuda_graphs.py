@@ -85,6 +85,35 @@ def test_make_capturable_sets_the_flag_where_the_optimizer_has_it():
     assert learning_rates(adam, sgd) == (0.001, 0.1)
 
 
+def test_a_checkpoint_of_a_captured_run_resumes_on_the_cpu(make_cfg, tmp_path_factory):
+    """A GPU capture sets `capturable` on the optimizers (simulated here); the checkpoint saves it
+    off, so a CPU run resumes from it (a capturable Adam refuses to step on a CPU)."""
+
+    class Capturable(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            for optimizer in trainer.optimizers:
+                make_capturable(optimizer)
+
+    first, second = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
+    cfg = make_cfg("model=ebgan", *SHORT, "trainer.max_epochs=1")
+    cfg.paths.output_dir = str(first)
+    L.seed_everything(0)
+    datamodule, model, trainer = instantiate_all(cfg)
+    trainer.callbacks.append(Capturable())
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.optimizers[0].param_groups[0]["capturable"] is True
+    checkpoint = first / "checkpoints" / "last.ckpt"
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert all(
+        not group["capturable"]
+        for state in saved["optimizer_states"]
+        for group in state["param_groups"]
+    )
+    cfg = make_cfg("model=ebgan", *SHORT, f"ckpt_path={checkpoint}")
+    cfg.paths.output_dir = str(second)
+    assert train(cfg)["status"] == "completed"
+
+
 def test_captured_step_uncaptured_calls_the_function_every_time():
     calls = []
     step = CapturedStep(lambda x: calls.append(x) or x * 2, capture=False)

@@ -130,6 +130,12 @@ class ManualLoop(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
+        # a CUDA-graph capture turned `capturable` on; saved off, so the run resumes anywhere (on a
+        # CPU a capturable Adam refuses to step) and a resumed capture turns it on again
+        for state in checkpoint.get("optimizer_states", []):
+            for group in state.get("param_groups", []):
+                if group.get("capturable"):
+                    group["capturable"] = False
         # latents and dropout draw from the global RNGs: saved, so a resumed run continues them
         checkpoint["rng_state"] = {
             "torch": torch.get_rng_state(),

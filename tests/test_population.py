@@ -241,6 +241,43 @@ def test_whole_sgd_steps_equal_each_members_own_and_padding_stays_zero(make_cfg,
     assert not population.divergences
 
 
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_a_members_exported_optimizer_state_is_torchs_own(make_cfg, optimizer):
+    """What a member's checkpoint holds for resume: torch's optimizer state after the same steps
+    (Adam: one step, whose moments depend on the gradients alone; SGD: three, with momentum)."""
+    members = build_members(make_cfg, "ebgan_pt", optimizer)
+    references = [copy.deepcopy(m) for m in members]
+    reference_optimizers = [m.configure_optimizers() for m in references]
+    population = Population(members)
+    steps = 1 if optimizer in ("adam", "mixed") else 3
+    for real, z in batches(len(members), steps=steps):
+        for k, reference in enumerate(references):
+            reference_step(reference, real[k], z[k], reference_optimizers[k])
+        population.training_step(real, z, generator_step=True)
+    for k, reference in enumerate(references):
+        for stack, net, stacked_optimizer, torch_optimizer in (
+            (population.generator, reference.generator, population.optimizer_g, 0),
+            (population.discriminator, reference.discriminator, population.optimizer_d, 1),
+        ):
+            mine = copy.deepcopy(net)
+            exported = reference.configure_optimizers()[torch_optimizer]
+            exported.param_groups[0]["params"] = list(mine.parameters())
+            stacked_optimizer.export_member(k, stack.member_pairs(k, mine), exported)
+            want = reference_optimizers[k][torch_optimizer].state_dict()["state"]
+            got = exported.state_dict()["state"]
+            assert got.keys() == want.keys(), (k, torch_optimizer)
+            # a bias just before batch norm gets a gradient of rounding noise only: not compared
+            names = [name for name, _ in net.named_parameters()]
+            cancelled = cancelled_by_batch_norm(net)
+            for index, state in want.items():
+                if names[index] in cancelled:
+                    continue
+                for key, value in state.items():
+                    scale = value.abs().max().clamp_min(1e-12)
+                    error = ((got[index][key] - value).abs().max() / scale).item()
+                    assert error <= 1e-4, (k, torch_optimizer, index, key, error)
+
+
 @VECTORIZED
 def test_a_diverging_member_is_frozen_and_the_others_go_on(make_cfg, vectorized):
     members = build_members(make_cfg, "ebgan", "sgd")
@@ -320,6 +357,7 @@ def launch_population(sweep_dir, data_dir):
 
 def test_population_launcher_writes_single_run_folders_and_a_relaunch_resumes(tmp_path, data_dir):
     import json
+    import os
     import subprocess
     import sys
 
@@ -360,6 +398,32 @@ def test_population_launcher_writes_single_run_folders_and_a_relaunch_resumes(tm
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "grid.png").is_file()
+    # ... and resume takes it: one more epoch as a single run, from the member's optimizer state
+    import yaml
+
+    overrides = yaml.safe_load((member / ".hydra" / "overrides.yaml").read_text())
+    resumed = tmp_path / "resumed"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "src" / "train.py"),
+            *[o for o in overrides if not o.startswith("trainer.max_epochs")],
+            "trainer.max_epochs=2",
+            f'ckpt_path="{member / "checkpoints" / "last.ckpt"}"',
+            f"hydra.run.dir={resumed}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DATA_DIR": data_dir, "WANDB_MODE": "disabled"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((resumed / "metrics.json").read_text())
+    assert result["status"] == "completed"
+    assert result["epochs_completed"] == 2 and result["optimizer_steps"] == 12
+    saved = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    # Adam's step count goes on from the population's 3 steps of the first epoch
+    assert saved["optimizer_states"][1]["state"][0]["step"].item() == 6
     # relaunching skips the completed members and trains the diverged ones again, together
     stamps = {f: (f / "metrics.json").stat().st_mtime_ns for f, r in results.items()}
     output = launch_population(sweep_dir, data_dir)

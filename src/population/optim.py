@@ -144,6 +144,27 @@ class StackedOptimizer:
             for mine, saved in zip(getattr(self, name), state[name], strict=True):
                 mine.copy_(saved)
 
+    @torch.no_grad()
+    def export_member(self, k: int, pairs, optimizer: torch.optim.Optimizer) -> None:
+        """Fill ``optimizer`` (torch's own, built over member k's unstacked net) with member k's
+        state as torch would hold it after the same steps: Adam's step count and moments, SGD's
+        momentum buffers (none before the first step, none for plain SGD). ``pairs``:
+        StackedMLP.member_pairs of the net."""
+        member = self.members[k]
+        if int(self.steps[k]) == 0:
+            return
+        index = {id(p): i for i, p in enumerate(self.params)}
+        for stacked, mine, take in pairs:
+            i = index[id(stacked)]
+            if member.kind == "adam":
+                optimizer.state[mine] = {
+                    "step": torch.tensor(float(self.adam_steps[k]), dtype=torch.float32),
+                    "exp_avg": take(self.exp_avg[i]).clone(),
+                    "exp_avg_sq": take(self.exp_avg_sq[i]).clone(),
+                }
+            elif member.momentum:
+                optimizer.state[mine] = {"momentum_buffer": take(self.momentum_buffer[i]).clone()}
+
     def freeze(self, member: int) -> None:
         """Stop updating ``member`` (its state stays as it was at its last good step)."""
         self.active[member] = False

@@ -205,7 +205,16 @@ def train_population(members: list[Member]) -> list[dict]:
             train_logs[k].update({f"train/{n}": v[k] for n, v in host_logs.items()})
         epochs_done[alive] += 1
         _epoch_end(
-            population, members, models, alive, epoch, max_epochs, callbacks, scores, val_logs
+            population,
+            members,
+            models,
+            alive,
+            epoch,
+            max_epochs,
+            callbacks,
+            scores,
+            val_logs,
+            per_epoch,
         )
         seconds["epoch_end"] += time.perf_counter() - epoch_started
         if epoch + 1 < max_epochs:
@@ -295,7 +304,18 @@ def _render(population: Population, z: torch.Tensor, chunk: int = 1000) -> torch
     return torch.cat(out, dim=1)
 
 
-def _epoch_end(population, members, models, alive, epoch, max_epochs, callbacks, scores, val_logs):
+def _epoch_end(
+    population,
+    members,
+    models,
+    alive,
+    epoch,
+    max_epochs,
+    callbacks,
+    scores,
+    val_logs,
+    batches_per_epoch,
+):
     """Sample grids, scores and last.ckpt of the members still alive, as the callbacks would."""
     grid_cfg = callbacks.get("sample_grid")
     if grid_cfg and (epoch + 1) % grid_cfg.every_n_epochs == 0:
@@ -341,7 +361,7 @@ def _epoch_end(population, members, models, alive, epoch, max_epochs, callbacks,
             val_logs[k]["val/metrics_seconds"] = seconds
     if callbacks.get("model_checkpoint"):
         for k in alive:
-            _save_member(population, k, models[k], members[k], epoch)
+            _save_member(population, k, models[k], members[k], epoch, batches_per_epoch)
 
 
 def _save_population(path: Path, state: dict) -> None:
@@ -352,13 +372,30 @@ def _save_population(path: Path, state: dict) -> None:
     os.replace(partial, path)
 
 
-def _save_member(population: Population, k: int, model, member: Member, epoch: int) -> None:
-    """Member k as its own model's checkpoint (weights, batch-norm statistics, run config)."""
+def _save_member(
+    population: Population, k: int, model, member: Member, epoch: int, batches_per_epoch: int
+) -> None:
+    """Member k as its own model's checkpoint: weights, batch-norm statistics, run config, and
+    what Lightning resumes from (its optimizers' states as torch's own optimizers hold them, the
+    loop counters), so ``ckpt_path=`` continues it as a single run."""
+    from src.runs.checkpoints import lightning_resume_state
+
+    pairs_g = population.generator.member_pairs(k, model.generator)
+    pairs_d = population.discriminator.member_pairs(k, model.discriminator)
     population.generator.unstack(k, model.generator)
     population.discriminator.unstack(k, model.discriminator)
+    optimizer_g, optimizer_d = model.configure_optimizers()
+    population.optimizer_g.export_member(k, pairs_g, optimizer_g)
+    population.optimizer_d.export_member(k, pairs_d, optimizer_d)
+    steps = int(population.optimizer_g.steps[k]) + int(population.optimizer_d.steps[k])
     folder = member.output_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = {"state_dict": model.state_dict(), "run_config": model.run_config, "epoch": epoch}
+    checkpoint = {
+        **lightning_resume_state(epoch + 1, batches_per_epoch, steps),
+        "state_dict": model.state_dict(),
+        "optimizer_states": [optimizer_g.state_dict(), optimizer_d.state_dict()],
+        "run_config": model.run_config,
+    }
     torch.save(checkpoint, folder / "last.ckpt")
 
 

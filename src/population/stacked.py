@@ -172,26 +172,40 @@ class StackedMLP(nn.Module):
             return out.squeeze(2)
         return out.view(*x.shape[:2], *self.image_shape), hidden  # auto-encoder: (recon, S)
 
-    @torch.no_grad()
-    def unstack(self, k: int, net: nn.Module) -> nn.Module:
-        """Copy member k's parameters and buffers into ``net`` (an ordinary net of its width)."""
+    def member_pairs(self, k: int, net: nn.Module) -> list[tuple]:
+        """(stacked parameter, ``net``'s parameter, ``take``) for every parameter of member k:
+        ``take(t)`` cuts member k's part out of a tensor shaped like the stacked parameter (the
+        parameter itself, or an optimizer moment of it) in the layout of ``net``'s parameter."""
         stacked = [
             m for m in [*self.hidden, self.head] if isinstance(m, (StackedLinear, StackedBatchNorm))
         ]
         own = [layer for layer in _layers(net) if isinstance(layer, (nn.Linear, nn.BatchNorm1d))]
         if len(stacked) != len(own):
             raise ValueError(f"member {k} does not fit a {type(net).__name__} of this depth")
+        pairs = []
         for source, target in zip(stacked, own, strict=True):
-            pairs = [("weight", target.weight), ("bias", target.bias)]
-            if isinstance(target, nn.BatchNorm1d):
-                pairs += [
-                    ("running_mean", target.running_mean),
-                    ("running_var", target.running_var),
-                ]
-                target.num_batches_tracked.copy_(source.num_batches_tracked)
-            for name, tensor in pairs:
-                member = getattr(source, name)[k]
-                if name == "weight" and isinstance(target, nn.Linear):
-                    member = member.T  # stored [in, out]
-                tensor.copy_(member[tuple(slice(0, s) for s in tensor.shape)])
+            for name in ("weight", "bias"):
+                mine = getattr(target, name)
+                transpose = name == "weight" and isinstance(target, nn.Linear)  # stored [in, out]
+                cut = tuple(slice(0, s) for s in mine.shape)
+
+                def take(t, transpose=transpose, cut=cut):
+                    member = t[k].T if transpose else t[k]
+                    return member[cut]
+
+                pairs.append((getattr(source, name), mine, take))
+        return pairs
+
+    @torch.no_grad()
+    def unstack(self, k: int, net: nn.Module) -> nn.Module:
+        """Copy member k's parameters and buffers into ``net`` (an ordinary net of its width)."""
+        for stacked, mine, take in self.member_pairs(k, net):
+            mine.copy_(take(stacked))
+        stacked = [m for m in [*self.hidden, self.head] if isinstance(m, StackedBatchNorm)]
+        own = [layer for layer in _layers(net) if isinstance(layer, nn.BatchNorm1d)]
+        for source, target in zip(stacked, own, strict=True):
+            target.num_batches_tracked.copy_(source.num_batches_tracked)
+            for name in ("running_mean", "running_var"):
+                mine = getattr(target, name)
+                mine.copy_(getattr(source, name)[k][: mine.shape[0]])
         return net

@@ -58,3 +58,40 @@ def run_data(run_cfg, data_dir: str | Path):
     data.prepare_data()
     data.setup()
     return data
+
+
+def lightning_resume_state(epochs: int, batches_per_epoch: int, optimizer_steps: int) -> dict:
+    """The keys Lightning resumes a fit from (``trainer.fit(ckpt_path=…)``) for a run that has
+    finished ``epochs`` epochs of ``batches_per_epoch`` batches and ``optimizer_steps`` optimizer
+    steps: its loop counters, as its own checkpoint at the end of such a fit holds them. For
+    checkpoints written outside a Trainer (a population's members)."""
+    import lightning
+    from lightning import Trainer
+
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loop = trainer.fit_loop
+    batches = epochs * batches_per_epoch
+    for tracker, total, current in (
+        (loop.epoch_progress, epochs, epochs),
+        (loop.epoch_loop.batch_progress, batches, batches_per_epoch),
+        (loop.epoch_loop.manual_optimization.optim_step_progress, optimizer_steps, optimizer_steps),
+    ):
+        for counts, value in ((tracker.total, total), (tracker.current, current)):
+            for field in ("ready", "started", "processed", "completed"):
+                if hasattr(counts, field):
+                    setattr(counts, field, value)
+    loop.epoch_loop.batch_progress.is_last_batch = True
+    loop.epoch_loop._batches_that_stepped = batches
+    return {
+        "epoch": epochs,
+        "global_step": optimizer_steps,
+        "pytorch-lightning_version": lightning.__version__,
+        "loops": {"fit_loop": loop.state_dict()},
+        "lr_schedulers": [],
+    }

@@ -421,7 +421,8 @@ def test_population_launcher_writes_single_run_folders_and_a_relaunch_resumes(tm
     result = json.loads((resumed / "metrics.json").read_text())
     assert result["status"] == "completed"
     assert result["epochs_completed"] == 2 and result["optimizer_steps"] == 12
-    saved = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = resumed / "checkpoints" / "last.ckpt"
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     # Adam's step count goes on from the population's 3 steps of the first epoch
     assert saved["optimizer_states"][1]["state"][0]["step"].item() == 6
     # relaunching skips the completed members and trains the diverged ones again, together

@@ -4,13 +4,15 @@ For the small / medium / largest cells of the EBGAN paper's MLP grid (EBGAN, Ada
 member-steps/s of a population of K members (one training batch = one D and one G update of every
 member) against K, next to one Lightning run's batches/s of the same cell on the same device,
 measured in one run. On a GPU (``--device cuda``, the default where there is one) also with TF32
-matmuls (``--matmul-precision high``) and either optimizer implementation (``--optimizers``).
+matmuls (``--matmul-precision high``), either optimizer implementation (``--optimizers``) and
+with the population steps replayed from CUDA graphs (``--cuda-graphs off on``).
 Prints a table; JSON goes to outputs/benchmark_population.json (or ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 import time
@@ -36,6 +38,7 @@ def member_steps_per_second(
     warmup: int = 3,
     device: torch.device | str = "cpu",
     vectorized_optimizer: bool = False,
+    cuda_graphs: bool = False,
 ) -> float:
     """Member-steps/s of a population of ``members`` copies of the cell (own seeds)."""
     from hydra.utils import instantiate
@@ -47,18 +50,20 @@ def member_steps_per_second(
     for k in range(members):
         torch.manual_seed(k)
         models.append(instantiate(cfg.model))
-    population = Population(models, device, vectorized_optimizer=vectorized_optimizer)
+    population = Population(
+        models, device, vectorized_optimizer=vectorized_optimizer, cuda_graphs=cuda_graphs
+    )
     del models
     latent_dim = population.generator.hidden[0].weight.shape[1]
     batch = int(cfg.data.batch_size)
-    real = torch.rand(members, batch, 1, 28, 28, device=device) * 2 - 1
+    real = torch.rand(batch, 1, 28, 28, device=device) * 2 - 1  # one batch for all, as in a grid
     z = torch.randn(warmup + steps, members, batch, latent_dim, device=device)
     for i in range(warmup):
-        population.training_step(real, z[i], True)
+        population.train_batch(real, z[i], True)
     _synchronize(device)
     started = time.perf_counter()
     for i in range(warmup, warmup + steps):
-        population.training_step(real, z[i], True)
+        population.train_batch(real, z[i], True)
     _synchronize(device)
     return members * steps / (time.perf_counter() - started)
 
@@ -93,11 +98,20 @@ def main(argv=None) -> dict:
         help="how Adam members step (src/population/optim.py): K fused kernels or one vectorized",
     )
     parser.add_argument(
+        "--cuda-graphs",
+        nargs="+",
+        default=["off"],
+        choices=["off", "on"],
+        help="population steps replayed from CUDA graphs (the members' model.cuda_graphs)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "outputs" / "benchmark_population.json"
     )
     args = parser.parse_args(argv)
     register_resolvers()
     device = torch.device(args.device)
+    if "on" in args.cuda_graphs and device.type != "cuda":
+        parser.error("--cuda-graphs on needs a CUDA device")
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     caps = dict(item.split("=", 1) for item in args.max_members)
     vectorized = {"per_member": False, "vectorized": True}
@@ -115,7 +129,7 @@ def main(argv=None) -> dict:
                     print(f"{name}, {precision}: one Lightning run {lightning:.1f} batches/s")
                 else:
                     print(f"{name}, {precision}:")
-                for optimizer in args.optimizers:
+                for optimizer, graphs in itertools.product(args.optimizers, args.cuda_graphs):
                     for members in args.members:
                         if cap is not None and members > cap:
                             continue
@@ -125,12 +139,14 @@ def main(argv=None) -> dict:
                             args.steps,
                             device=device,
                             vectorized_optimizer=vectorized[optimizer],
+                            cuda_graphs=graphs == "on",
                         )
                         rows.append(
                             {
                                 "cell": name,
                                 "matmul_precision": precision,
                                 "optimizer": optimizer,
+                                "cuda_graphs": graphs == "on",
                                 "members": members,
                                 "member_steps_s": rate,
                                 "lightning_batches_s": lightning,
@@ -138,7 +154,8 @@ def main(argv=None) -> dict:
                             }
                         )
                         ratio = f" ({rate / lightning:.2f}x)" if lightning else ""
-                        line = f"  {optimizer:10s} K = {members:3d}: {rate:9.1f} member-steps/s"
+                        form = f"{optimizer}{', graphs' if graphs == 'on' else ''}"
+                        line = f"  {form:18s} K = {members:3d}: {rate:9.1f} member-steps/s"
                         print(line + ratio)
                         if device.type == "cuda":
                             torch.cuda.empty_cache()

@@ -32,6 +32,11 @@ python -c "import torch, lightning; print('torch', torch.__version__, 'lightning
 stamp "benchmark"
 timeout "${LIMITS[0]}" python src/benchmark_population.py "${BENCH[@]}" \
   --matmul-precision highest high --out "$OUT/benchmark_population.json" 2>&1 | tee "$OUT/benchmark.log"
+# population steps replayed from CUDA graphs (the members' model.cuda_graphs), fp32; GPU only
+if [ "$SMOKE" != 1 ]; then
+  timeout "${GRAPHS_LIMIT:-90}" python src/benchmark_population.py "${BENCH[@]}" --cuda-graphs off on \
+    --lightning-batches 0 --out "$OUT/benchmark_population_graphs.json" 2>&1 | tee -a "$OUT/benchmark.log"
+fi
 # the per-member optimizer (K fused-Adam launches a step) against the vectorized one, on the device
 timeout 40 python src/benchmark_population.py "${BENCH[@]}" --cells "mlp medium (3x800 / 3x256)" \
   --optimizers per_member --lightning-batches 20 --out "$OUT/benchmark_per_member.json" 2>&1 \

@@ -48,6 +48,7 @@ SHAPE_KEYS = (
     "torch_threads",
     "matmul_precision",
     "trainer.accelerator",
+    "model.cuda_graphs",
 )
 
 

@@ -140,7 +140,9 @@ def train_population(members: list[Member]) -> list[dict]:
     datamodule = instantiate(first.data)
     datamodule.prepare_data()
     datamodule.setup()
-    population = Population(models, device)
+    population = Population(
+        models, device, cuda_graphs=bool(OmegaConf.select(first, "model.cuda_graphs"))
+    )
     size = len(members)
     target = first.model._target_
     log.info("population of %d %s members (%s) on %s", size, population.kind, target, device)
@@ -191,9 +193,7 @@ def train_population(members: list[Member]) -> list[dict]:
                 break
             z = latents.next()
             generator_step = (batch_idx + 1) % population.d_steps_per_g_step == 0
-            logs = population.training_step(
-                real.unsqueeze(0).expand(size, *real.shape), z, generator_step
-            )
+            logs = population.train_batch(real, z, generator_step)
             last_logs.update(logs)
         # read once an epoch: the steps themselves never wait for the device
         alive = population.active.tolist()

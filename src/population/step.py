@@ -48,6 +48,7 @@ class Population:
         models: list,  # ``vectorized_optimizer``: None chooses per net (optim.prefers_vectorized)
         device: torch.device | str = "cpu",
         vectorized_optimizer: bool | None = None,
+        cuda_graphs: bool = False,
     ):
         kinds = {type(m).__name__ for m in models}
         if len(kinds) != 1 or not kinds <= set(SUPPORTED):
@@ -92,6 +93,11 @@ class Population:
         # step never waits for the GPU: the batch (1-based) of each member's first non-finite
         # loss (0: none yet) and which loss it was (an index into LOSS_NAMES)
         self.batches = torch.zeros((), dtype=torch.long, device=self.device)
+        # the members' ``model.cuda_graphs``: each kind of batch (with / without a G step) is
+        # replayed from a CUDA graph after a few eager ones (src/models/cuda_graphs.py); the step
+        # never reads the device, so it captures as it is. Elsewhere it runs uncaptured.
+        self.cuda_graphs = bool(cuda_graphs)
+        self._captured: dict = {}
         self.diverged_at = torch.zeros(self.size, dtype=torch.long, device=self.device)
         self.diverged_loss = torch.zeros(self.size, dtype=torch.long, device=self.device)
 
@@ -151,6 +157,28 @@ class Population:
         return losses
 
     # ------------------------------------------------------------------ the step
+    def train_batch(self, real: torch.Tensor, z: torch.Tensor, generator_step: bool) -> dict:
+        """``training_step`` with one real batch [B, ...] shared by all members (a grid's runs
+        read the same data order), through a CUDA graph when ``cuda_graphs`` is set."""
+        if not self.cuda_graphs:
+            return self._shared_batch_step(real, z, generator_step)
+        from src.models.cuda_graphs import CapturedStep
+
+        step = self._captured.get(generator_step)
+        if step is None:
+
+            def shared(real, z, generator_step=generator_step):
+                return self._shared_batch_step(real, z, generator_step)
+
+            step = self._captured[generator_step] = CapturedStep(
+                shared, capture=self.device.type == "cuda"
+            )
+        return step(real, z)
+
+    def _shared_batch_step(self, real, z, generator_step: bool) -> dict:
+        shared = real.unsqueeze(0).expand(self.size, *real.shape)
+        return self.training_step(shared, z, generator_step)
+
     def training_step(self, real: torch.Tensor, z: torch.Tensor, generator_step: bool) -> dict:
         """One batch for every member: real [K, B, ...] (each member's own batch), z [K, B, d].
 

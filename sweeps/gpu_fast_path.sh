@@ -33,7 +33,9 @@ timeout "${BENCH_LIMIT:-200}" python src/benchmark_fast_path.py ${BENCH_ARGS:---
 
 if [ "${BEGAN_LIMIT:-150}" -gt 0 ]; then
   graphs=true
-  grep -q "FAILED.*began" "$OUT/pytest_cuda_graphs.log" 2>/dev/null && graphs=false
+  # graphs only where step 1 ran and passed (a timed-out or skipped step leaves no verdict)
+  { grep -q " passed" "$OUT/pytest_cuda_graphs.log" && ! grep -q -E "failed|error" \
+      "$OUT/pytest_cuda_graphs.log"; } 2>/dev/null || graphs=false
   [ "${ACCEL:-gpu}" = cpu ] && graphs=false  # a check of the script without a GPU
   stamp "BEGAN gamma runs (cuda_graphs=$graphs, limit ${BEGAN_LIMIT:-150} s)"
   for gamma in 0.3 0.5 0.7 0.9; do

@@ -73,6 +73,35 @@ def test_cuda_graphs_are_refused_where_they_cannot_run(make_cfg):
             validate_config(make_cfg("model=ebgan", "model.cuda_graphs=true"))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer=ddp", "trainer.devices=1"], "no DDP"),
+        (["trainer.devices=2"], "one device"),
+        (["trainer.precision=bf16-mixed"], "precision=32"),
+        (["+trainer.detect_anomaly=true"], "detect_anomaly"),
+        (["model.compile=true"], "choose one"),
+    ],
+)
+def test_cuda_graphs_refuse_what_a_capture_cannot_hold(make_cfg, monkeypatch, overrides, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    cfg = make_cfg("model=ebgan", "model.cuda_graphs=true", "trainer.accelerator=gpu", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
+
+
+def test_a_second_fit_of_the_same_model_steps_its_own_optimizers(make_cfg, monkeypatch):
+    """Graphs step the optimizers they were captured with: a new fit (new optimizers) drops them."""
+    monkeypatch.setattr("src.utils.config._check_cuda_graphs", lambda cfg, model_cls: None)
+    cfg = make_cfg("model=ebgan", *SHORT, "model.cuda_graphs=true", "trainer.max_epochs=1")
+    datamodule, model, trainer = instantiate_all(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    _, _, second = instantiate_all(cfg)
+    second.fit(model, datamodule=datamodule)
+    for optimizer in second.optimizers:
+        assert len(optimizer.state) == len(optimizer.param_groups[0]["params"])
+
+
 def test_make_capturable_sets_the_flag_where_the_optimizer_has_it():
     weight = torch.nn.Parameter(torch.ones(3))
     adam, sgd = torch.optim.Adam([weight]), torch.optim.SGD([weight], lr=0.1, momentum=0.9)

@@ -314,6 +314,10 @@ class AdversarialModel(ManualLoop):
             self.generator.compile()
             self.discriminator.compile()
 
+    def on_fit_start(self) -> None:
+        # a graph steps the optimizers it was captured with: a new fit has new ones
+        self._captured_steps = {}
+
     def configure_optimizers(self):
         return [
             self.optimizer_g_factory(self.generator.parameters()),
@@ -406,9 +410,9 @@ class AdversarialModel(ManualLoop):
             step = CapturedStep(updates, capture=capture)
             self._captured_steps[key] = step
         losses, logs_d, logs_g = step(real, labels, z)
+        self._count_optimizer_steps(len(losses))  # taken, whatever the check below finds
         if check:
             self._raise_first_not_finite(losses)
-        self._count_optimizer_steps(len(losses))
         return logs_d, logs_g
 
     def _raise_first_not_finite(self, losses: dict) -> None:

@@ -154,16 +154,19 @@ class StackedOptimizer:
         if int(self.steps[k]) == 0:
             return
         index = {id(p): i for i, p in enumerate(self.params)}
+        adam_steps = float(self.adam_steps[k])
         for stacked, mine, take in pairs:
             i = index[id(stacked)]
+            # on the net's device (a member's checkpoint is written from a host copy of its net)
             if member.kind == "adam":
                 optimizer.state[mine] = {
-                    "step": torch.tensor(float(self.adam_steps[k]), dtype=torch.float32),
-                    "exp_avg": take(self.exp_avg[i]).clone(),
-                    "exp_avg_sq": take(self.exp_avg_sq[i]).clone(),
+                    "step": torch.tensor(adam_steps, dtype=torch.float32),
+                    "exp_avg": take(self.exp_avg[i]).to(mine.device, copy=True),
+                    "exp_avg_sq": take(self.exp_avg_sq[i]).to(mine.device, copy=True),
                 }
             elif member.momentum:
-                optimizer.state[mine] = {"momentum_buffer": take(self.momentum_buffer[i]).clone()}
+                buffer = take(self.momentum_buffer[i]).to(mine.device, copy=True)
+                optimizer.state[mine] = {"momentum_buffer": buffer}
 
     def freeze(self, member: int) -> None:
         """Stop updating ``member`` (its state stays as it was at its last good step)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -60,6 +61,7 @@ def run_data(run_cfg, data_dir: str | Path):
     return data
 
 
+@functools.lru_cache(maxsize=16)  # a population's members share it: one Trainer built, not K
 def lightning_resume_state(epochs: int, batches_per_epoch: int, optimizer_steps: int) -> dict:
     """The keys Lightning resumes a fit from (``trainer.fit(ckpt_path=…)``) for a run that has
     finished ``epochs`` epochs of ``batches_per_epoch`` batches and ``optimizer_steps`` optimizer

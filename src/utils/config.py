@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -138,16 +138,25 @@ def _check_cuda_graphs(cfg: DictConfig, model_cls: type) -> None:
         )
     devices = OmegaConf.select(cfg, "trainer.devices")
     nodes = OmegaConf.select(cfg, "trainer.num_nodes") or 1
-    if devices not in (1, "1", [0], "auto", None) or nodes != 1:
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "auto")
+    one_device = devices in (1, "1", "auto", None) or (
+        isinstance(devices, (list, ListConfig)) and len(devices) == 1
+    )
+    if not one_device or nodes != 1 or strategy not in ("auto", "single_device"):
         raise ConfigError(
-            "model.cuda_graphs=true runs in one process on one GPU; got "
-            f"trainer.devices={devices}, trainer.num_nodes={nodes}"
+            "model.cuda_graphs=true runs in one process on one device (no DDP); got "
+            f"trainer.devices={devices}, trainer.num_nodes={nodes}, trainer.strategy={strategy}"
         )
     precision = str(OmegaConf.select(cfg, "trainer.precision") or "32")
     if precision not in ("32", "32-true"):
         raise ConfigError(
-            f"model.cuda_graphs=true needs trainer.precision=32 (got {precision}); TF32 matmuls "
-            "are the top-level matmul_precision key's"
+            f"model.cuda_graphs=true needs trainer.precision=32 (got {precision}); for TF32 "
+            "matmuls set matmul_precision=high instead"
+        )
+    if OmegaConf.select(cfg, "trainer.detect_anomaly"):
+        raise ConfigError(
+            "model.cuda_graphs=true and trainer.detect_anomaly=true cannot be combined: anomaly "
+            "detection reads every backward's values on the host, which a graph capture forbids"
         )
     if OmegaConf.select(cfg, "model.compile"):
         raise ConfigError("model.cuda_graphs and model.compile cannot both be true: choose one")

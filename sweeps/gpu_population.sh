@@ -4,7 +4,9 @@
 # 1. member-steps/s against K for the small / medium / largest cells, fp32 and TF32, against one
 #    Lightning run on the same GPU; 2. the EBGAN-PT and EBGAN paper grids (512 runs each) at one
 #    epoch, stacked, each under its own time limit (a sweep cut short reports what completed; a
-#    relaunch trains the rest). Results under $OUT (default outputs/gpu_population).
+#    relaunch trains the rest), with model.cuda_graphs=true where the captured population was found
+#    equal to the eager one (GRAPHS=false turns it off). Results under $OUT (default
+#    outputs/gpu_population).
 # SMOKE=1 runs the same steps tiny, on whatever device there is (to check the script).
 set -u
 OUT=${OUT:-outputs/gpu_population}
@@ -29,6 +31,18 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>&1 | tee "$OUT/device.tx
 python -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" \
   2>&1 | tee -a "$OUT/device.txt"
 
+# populations replayed from CUDA graphs: checked against eager first; the grids use them only if equal
+graphs=false
+if [ "$SMOKE" != 1 ]; then
+  stamp "captured vs eager population"
+  timeout 90 python -m pytest -q -p no:cacheprovider -s --no-header \
+    tests/test_population.py::test_a_captured_population_steps_as_the_eager_one_on_the_gpu \
+    > "$OUT/pytest_population_graphs.log" 2>&1
+  grep -E "relative|passed|failed|rror" "$OUT/pytest_population_graphs.log" | tail -5
+  { grep -q " passed" "$OUT/pytest_population_graphs.log" && ! grep -q -E "failed|error" \
+      "$OUT/pytest_population_graphs.log"; } && graphs=${GRAPHS:-true}
+fi
+
 stamp "benchmark"
 timeout "${LIMITS[0]}" python src/benchmark_population.py "${BENCH[@]}" \
   --matmul-precision highest high --out "$OUT/benchmark_population.json" 2>&1 | tee "$OUT/benchmark.log"
@@ -50,7 +64,7 @@ for sweep in ebgan_pt_mnist_grid ebgan_mnist_grid; do
     hydra.launcher.max_members=64 hydra.launcher.max_padding=${MAX_PADDING:-4} \
     hydra.sweep.dir=outputs/sweeps/gpu_$sweep trainer.max_epochs=1 \
     callbacks.sample_grid.every_n_epochs=1 callbacks.generative_metrics.n_samples=5000 \
-    callbacks.model_checkpoint=null callbacks.interrupt_checkpoint=null "${GRID[@]}" \
+    callbacks.model_checkpoint=null callbacks.interrupt_checkpoint=null model.cuda_graphs=$graphs "${GRID[@]}" \
     > "$OUT/grid_$sweep.log" 2>&1
   stamp "grid $sweep: exit $?, $(ls outputs/sweeps/gpu_$sweep/*/metrics.json 2>/dev/null | wc -l) runs written"
   tail -3 "$OUT/grid_$sweep.log"

@@ -346,6 +346,8 @@ def launch_population(sweep_dir, data_dir):
         # two populations of two, trained side by side in two worker processes
         "hydra.launcher.max_members=2",
         "hydra.launcher.n_jobs=2",
+        # the jobs' configs composed in two worker processes too
+        "hydra.launcher.compose_jobs=2",
         f"hydra.sweep.dir={sweep_dir}",
         *POPULATION_SWEEP,
     ]

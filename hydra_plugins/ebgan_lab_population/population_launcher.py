@@ -126,17 +126,59 @@ def chunk_by_padding(jobs: list, cfg_of, max_members: int, max_padding: float) -
     return chunks
 
 
+def _describe(cfg: DictConfig) -> dict:
+    """The task run inside each job's folder first: what the population needs of the job."""
+    from src.utils import hydra_runtime  # light: a compose worker never imports torch
+
+    return {
+        "cfg": OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)),
+        "output_dir": Path(HydraConfig.get().runtime.output_dir),
+        "runtime": hydra_runtime(),
+    }
+
+
+def _compose_and_describe(hydra_context, config, overrides, idx, singleton_state=None):
+    """One job's config (Hydra's composition with its overrides) and its folder, made by Hydra's
+    own ``run_job`` with ``_describe`` as the task: (config, JobReturn). Also the entry point of the
+    worker processes that do this for many jobs at once."""
+    from hydra.core.singleton import Singleton
+
+    if singleton_state is not None:  # in a worker process: Hydra's global state, as joblib's does
+        setup_globals()
+        Singleton.set_state(singleton_state)
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = idx
+        sweep_config.hydra.job.num = idx
+    HydraConfig.instance().set_config(sweep_config)
+    described = run_job(
+        hydra_context=hydra_context,
+        task_function=_describe,
+        config=sweep_config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    return sweep_config, described
+
+
 class PopulationLauncher(Launcher):
-    def __init__(self, max_members: int = 64, n_jobs: int = 1, max_padding: float = 2.0) -> None:
+    def __init__(
+        self,
+        max_members: int = 64,
+        n_jobs: int = 1,
+        max_padding: float = 2.0,
+        compose_jobs: int | None = None,
+    ) -> None:
         super().__init__()
-        if max_members < 1 or n_jobs < 1 or max_padding < 1:
+        if max_members < 1 or n_jobs < 1 or max_padding < 1 or (compose_jobs or 1) < 1:
             raise ValueError(
-                "hydra.launcher.max_members and n_jobs must be >= 1 and max_padding >= 1.0, got "
-                f"{max_members}, {n_jobs}, {max_padding}"
+                "hydra.launcher.max_members, n_jobs and compose_jobs must be >= 1 and max_padding "
+                f">= 1.0, got {max_members}, {n_jobs}, {compose_jobs}, {max_padding}"
             )
         self.max_members = max_members
         self.max_padding = float(max_padding)
         self.n_jobs = n_jobs
+        self.compose_jobs = compose_jobs
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -157,11 +199,42 @@ class PopulationLauncher(Launcher):
             job_subdir_key="hydra.sweep.subdir",
         )
 
+    def _described_jobs(self, job_overrides, initial_job_idx: int) -> list[tuple]:
+        """(config, JobReturn of ``_describe``) of every job, in order. Composing a job's config
+        costs ~0.2 s (Hydra parses its YAML files again for each): a large grid's jobs are
+        composed ``compose_jobs`` at a time in worker processes (default: the cores, at most 16)."""
+        import os
+
+        workers = self.compose_jobs or min(16, os.cpu_count() or 1)
+        jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        for overrides, idx in jobs:
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        # a worker process costs a few seconds to start (imports): by default only for many jobs
+        if workers == 1 or (self.compose_jobs is None and len(jobs) < 8 * workers):
+            return [
+                _compose_and_describe(self.hydra_context, self.config, overrides, idx)
+                for overrides, idx in jobs
+            ]
+        from hydra.core.singleton import Singleton
+        from joblib import Parallel, delayed
+
+        # loky pickles with cloudpickle: Hydra's state holds OmegaConf's resolver closures (as in
+        # hydra-joblib-launcher, which does the same for whole jobs)
+        state = Singleton.get_state()
+        described = Parallel(n_jobs=workers, backend="loky")(
+            delayed(_compose_and_describe)(self.hydra_context, self.config, overrides, idx, state)
+            for overrides, idx in jobs
+        )
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)  # the workers' memory back before training
+        return described
+
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         from src.population.run import Member
-        from src.runs.training import _hydra_runtime, completed_before
+        from src.runs.training import completed_before
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -170,27 +243,13 @@ class PopulationLauncher(Launcher):
         log.info("Launching %d jobs as populations of at most %d", count, self.max_members)
         returns: list[JobReturn | None] = [None] * len(job_overrides)
         groups: dict[str, list[tuple[int, Member, JobReturn]]] = {}
-        for i, overrides in enumerate(job_overrides):
-            idx = initial_job_idx + i
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            seen: dict = {}
-
-            def describe(cfg: DictConfig, seen=seen) -> None:
-                """Run inside the job's folder: record what the population needs of it."""
-                seen["cfg"] = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-                seen["output_dir"] = Path(HydraConfig.get().runtime.output_dir)
-                seen["runtime"] = _hydra_runtime()
-
-            described = self._run(sweep_config, describe)
+        described_jobs = self._described_jobs(job_overrides, initial_job_idx)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        for i, (sweep_config, described) in enumerate(described_jobs):
             if described.status != JobStatus.COMPLETED:
                 returns[i] = described
                 continue
+            seen = described.return_value
             cfg = seen["cfg"]
             run_alone = (
                 completed_before(seen["output_dir"], seen["runtime"]["overrides"]) is not None
@@ -198,6 +257,7 @@ class PopulationLauncher(Launcher):
                 or not valid(cfg)  # bad input: the normal task reports it in its one line
             )
             if run_alone:
+                HydraConfig.instance().set_config(sweep_config)
                 returns[i] = self._run(sweep_config, self.task_function)
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
                 continue

@@ -19,26 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.models.base import DivergenceError
 from src.runs.sweep_jobs import LAUNCH_ONLY_KEYS
-from src.utils import check_paths, is_multirun, validate_config, write_json_atomic
+from src.utils import check_paths, hydra_runtime, is_multirun, validate_config, write_json_atomic
 from src.utils.printing import print_config_tree
 
 log = logging.getLogger(__name__)
-
-
-def _hydra_runtime() -> dict:
-    """Overrides and group choices of this job (empty under the compose API)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_cfg = HydraConfig.get()
-        return {
-            "overrides": list(hydra_cfg.overrides.task),
-            "choices": {
-                k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")
-            },
-        }
-    except ValueError:
-        return {"overrides": [], "choices": {}}
 
 
 def _floats(metrics: dict) -> dict:
@@ -72,7 +56,7 @@ def instantiate_all(cfg: DictConfig):
     except Exception as err:  # as Hydra reports a failing target: one line for bad values
         raise InstantiationException(f"Error in call to target '{cfg.model._target_}'") from err
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    tags = _run_tags(cfg, _hydra_runtime()["choices"])
+    tags = _run_tags(cfg, hydra_runtime()["choices"])
     loggers = [
         instantiate(c, **({"tags": tags} if "tags" in c else {}))
         for c in (cfg.get("logger") or {}).values()
@@ -148,7 +132,7 @@ def train(cfg: DictConfig) -> dict:
     """
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
-    runtime = _hydra_runtime()
+    runtime = hydra_runtime()
     previous = completed_before(output_dir, runtime["overrides"])
     if previous is not None:
         log.info("skipping: %s already completed with these overrides", output_dir)

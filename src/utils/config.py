@@ -32,6 +32,22 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sum", lambda *values: sum(int(v) for v in values))
 
 
+def hydra_runtime() -> dict:
+    """Overrides and group choices of this job (empty under the compose API)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        return {
+            "overrides": list(hydra_cfg.overrides.task),
+            "choices": {
+                k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")
+            },
+        }
+    except ValueError:
+        return {"overrides": [], "choices": {}}
+
+
 def is_multirun() -> bool:
     """True inside a Hydra multirun job (a failing job must then let the sweep go on)."""
     try:

@@ -165,8 +165,13 @@ def batches_per_second_plain(
     return count / elapsed, produce / count, count
 
 
-def _synchronize() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+def synchronize(device: torch.device | None = None) -> None:
+    """Wait for the GPU's queued work (a clock read must not run ahead of it); on a CPU nothing.
+    Without ``device``: the current GPU, if this process has used one."""
+    if device is not None:
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+    elif torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
 
 
@@ -183,12 +188,12 @@ class BatchTimer:
         class _Callback(Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 if batch_idx == warmup:
-                    _synchronize()
+                    synchronize()
                     timer.started = time.perf_counter()
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 if last is not None and batch_idx + 1 == last:
-                    _synchronize()
+                    synchronize()
                 timer.ended, timer.count = time.perf_counter(), batch_idx + 1 - warmup
 
         self.callback = _Callback()

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import torch
 
-from src.benchmark import CELLS, batches_per_second_lightning, compose_cfg, plain_step
+from src.benchmark import (
+    CELLS,
+    batches_per_second_lightning,
+    compose_cfg,
+    plain_step,
+    synchronize,
+)
 from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic
 
 MLP_CELLS = {name.split()[1]: o for name, o in CELLS.items() if "arch=mlp" in o}
@@ -45,11 +51,6 @@ VARIANTS = {
 }
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def plain_batches_per_second(cfg, batches: int, device: torch.device, warmup: int = 10) -> float:
     """The plain loop, the split resident on ``device`` (no host copies, no Lightning)."""
     from hydra.utils import instantiate
@@ -62,11 +63,11 @@ def plain_batches_per_second(cfg, batches: int, device: torch.device, warmup: in
     loader = iter(datamodule.train_batches(lambda: 0, device=device))
     for _ in range(warmup):
         plain_step(model, optimizer_g, optimizer_d, next(loader))
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(batches):
         plain_step(model, optimizer_g, optimizer_d, next(loader))
-    _synchronize(device)
+    synchronize(device)
     return batches / (time.perf_counter() - started)
 
 
@@ -114,8 +115,7 @@ def main(argv=None) -> dict:
     register_resolvers()
     data_dir = os.environ.get("DATA_DIR", str(PROJECT_ROOT / "data"))
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    result = {"device": name, "torch": torch.__version__, "cells": []}
-    result["models"] = []
+    result = {"device": name, "torch": torch.__version__, "cells": [], "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         for cell in args.cells:
             row = measure(

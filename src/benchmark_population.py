@@ -20,15 +20,10 @@ from pathlib import Path
 
 import torch
 
-from src.benchmark import CELLS, batches_per_second_lightning, compose_cfg
+from src.benchmark import CELLS, batches_per_second_lightning, compose_cfg, synchronize
 from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic
 
 MLP_CELLS = {name: overrides for name, overrides in CELLS.items() if "arch=mlp" in overrides}
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def member_steps_per_second(
@@ -60,11 +55,11 @@ def member_steps_per_second(
     z = torch.randn(warmup + steps, members, batch, latent_dim, device=device)
     for i in range(warmup):
         population.train_batch(real, z[i], True)
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     for i in range(warmup, warmup + steps):
         population.train_batch(real, z[i], True)
-    _synchronize(device)
+    synchronize(device)
     return members * steps / (time.perf_counter() - started)
 
 

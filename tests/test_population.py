@@ -577,3 +577,78 @@ def test_a_captured_population_steps_as_the_eager_one_on_the_gpu(make_cfg):
         worst = max(worst, ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item())
     print(f"\npopulation: max relative difference, captured vs eager: {worst:.2e}")
     assert worst <= 1e-4
+
+
+def test_a_member_logs_what_a_single_run_logs(make_cfg, tmp_path):
+    """A member's metrics.json has a single run's keys; its CSV logger gets the same columns at
+    the same steps; each member gets a W&B run of its own; its held-out values are what Lightning's
+    validation loop computes for its checkpoint."""
+    import csv
+
+    import lightning as L
+    from omegaconf import open_dict
+
+    from src.population.run import Member, train_population
+    from src.runs.training import train
+
+    def config(folder, width, seed, loggers):
+        cfg = make_cfg(
+            "model=ebgan_pt",
+            "arch.nLayerD=3",  # batch norm in D's encoder: validation must use batch statistics
+            f"arch.sizeD={width}",
+            f"seed={seed}",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=4",
+            "trainer.log_every_n_steps=3",
+            f"logger={loggers}",
+            "callbacks.generative_metrics.n_samples=200",
+            "callbacks.generative_metrics.n_real=300",
+            "callbacks.generative_metrics.kid_subset_size=50",
+            "callbacks.generative_metrics.kid_subsets=3",
+            keep_metrics=True,
+        )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / folder)
+            if "wandb" in cfg.logger:
+                cfg.logger.wandb.mode = "offline"  # written to disk, never uploaded
+        return cfg
+
+    single = train(config("single", 16, 1, "csv"))
+    members = [
+        Member(config(f"member{k}", width, k + 1, "[csv,wandb]"), tmp_path / f"member{k}")
+        for k, width in enumerate((16, 24))
+    ]
+    results = train_population(members)
+    assert all(r["status"] == "completed" for r in results)
+    assert set(results[0]["metrics"]) == set(single["metrics"])
+
+    def logged(folder):
+        with open(tmp_path / folder / "csv" / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        return {(int(r["step"]), k) for r in rows for k, v in r.items() if v and k != "step"}
+
+    # batches 3 and 6 log train/* (steps 2, 5); each epoch's end (steps 3, 7) val/*
+    assert logged("member0") == logged("single") == logged("member1")
+    assert {s for s, k in logged("single") if k == "train/pt"} == {2, 5}
+    runs = [list((tmp_path / f"member{k}" / "wandb").glob("offline-run-*")) for k in range(2)]
+    assert [len(r) for r in runs] == [1, 1] and runs[0][0].name != runs[1][0].name
+
+    # the zero-padded member's checkpoint through Lightning's own validation loop
+    checkpoint = torch.load(
+        tmp_path / "member1" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    cfg = members[1].cfg
+    model = instantiate(cfg.model, _partial_=True)(run_config=checkpoint["run_config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=cfg.trainer.limit_val_batches,
+    )
+    (validated,) = trainer.validate(model, datamodule=instantiate(cfg.data), verbose=False)
+    names = ("loss_d", "energy_real", "energy_fake", "fake_inside_margin")
+    for name in names:
+        expected = validated[f"val/{name}"]
+        assert results[1]["metrics"][f"val/{name}"] == pytest.approx(expected, rel=1e-5), name

@@ -42,6 +42,9 @@ SHAPE_KEYS = (
     "loss",
     "trainer.max_epochs",
     "trainer.limit_train_batches",
+    "trainer.limit_val_batches",
+    "trainer.check_val_every_n_epoch",
+    "trainer.log_every_n_steps",
     "callbacks.generative_metrics",
     "callbacks.sample_grid.n_samples",
     "callbacks.sample_grid.every_n_epochs",
@@ -50,6 +53,9 @@ SHAPE_KEYS = (
     "trainer.accelerator",
     "model.cuda_graphs",
 )
+
+#: trainer.precision values a population trains as they ask (float32)
+FULL_PRECISION = ("32", "32-true")
 
 
 def stackable(cfg: DictConfig) -> bool:
@@ -61,7 +67,17 @@ def stackable(cfg: DictConfig) -> bool:
     ema = OmegaConf.select(cfg, "model.ema_decay") is not None  # not kept by a population
     # a population is one process: a job asking for several devices runs on its own (DDP)
     distributed = str(OmegaConf.select(cfg, "trainer.strategy") or "auto") != "auto"
-    return model in SUPPORTED and generator.endswith("MLPGenerator") and not ema and not distributed
+    # a population steps in float32, uncompiled: other precisions and compiled models run alone
+    full_precision = str(OmegaConf.select(cfg, "trainer.precision") or "32") in FULL_PRECISION
+    compiled = bool(OmegaConf.select(cfg, "model.compile"))
+    return (
+        model in SUPPORTED
+        and generator.endswith("MLPGenerator")
+        and not ema
+        and not distributed
+        and full_precision
+        and not compiled
+    )
 
 
 def valid(cfg: DictConfig) -> bool:

@@ -11,9 +11,15 @@ def batch_statistics(module: nn.Module):
 
     A GAN discriminator sees real and fake batches separately during training, so its eval-mode
     output (running statistics of both mixed) is not what it was trained to produce; held-out
-    diagnostics use this.
+    diagnostics use this. Also a population's batch norms (src/population/stacked.py), which
+    declare ``tracks_batch_statistics``.
     """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        or getattr(m, "tracks_batch_statistics", False)
+    ]
     saved = [
         (
             m,

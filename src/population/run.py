@@ -11,6 +11,7 @@ epoch only), and draws its latents from its own generator seeded with its seed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import time
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from src.metrics.sharpness import blank_share
+from src.population.member_logs import MemberLogs, validation_values
 from src.population.step import Population
 from src.sampling import image_grid
 from src.utils import check_paths, validate_config, write_json_atomic
@@ -161,9 +163,13 @@ def train_population(members: list[Member]) -> list[dict]:
     callbacks = first.get("callbacks") or {}
     with torch.random.fork_rng(devices=[]):  # building the classifier draws initial weights
         scores = _scorer(callbacks.get("generative_metrics"), datamodule, device)
-    train_logs: list[dict] = [{} for _ in members]
-    last_logs: dict = {}  # the newest per-member losses ([K] tensors)
-    val_logs: list[dict] = [{} for _ in members]
+    lrs = {
+        "lr_g": population.optimizer_g.lr.tolist(),
+        "lr_d": population.optimizer_d.lr.tolist(),
+    }
+    logs = MemberLogs(members, models, lrs, first.trainer.get("log_every_n_steps", 50))
+    last_values: dict = {}  # the newest per-member values ([K] tensors): D's, and the last G's
+    val_batches = _validation_batches(first.trainer, datamodule)
     epochs_done = torch.zeros(size, dtype=torch.long)
     max_epochs = int(first.trainer.max_epochs)
     # where the population's time goes (metrics.json "population"): building, training, epoch ends
@@ -174,7 +180,8 @@ def train_population(members: list[Member]) -> list[dict]:
         saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
         population.load_state_dict(saved["population"])
         latents.load_state_dict(saved["latents"])
-        train_logs, val_logs, seconds = saved["train_logs"], saved["val_logs"], saved["seconds"]
+        logs.load_state_dict(saved["logs"])
+        seconds = saved["seconds"]
         epochs_done = saved["epochs_done"]
         torch.set_rng_state(saved["rng"].cpu())
         if device.type == "cuda" and saved["cuda_rng"] is not None:
@@ -193,17 +200,22 @@ def train_population(members: list[Member]) -> list[dict]:
                 break
             z = latents.next()
             generator_step = (batch_idx + 1) % population.d_steps_per_g_step == 0
-            logs = population.train_batch(real, z, generator_step)
-            last_logs.update(logs)
+            last_values.update(population.train_batch(real, z, generator_step))
+            batches_seen = epoch * per_epoch + batch_idx + 1
+            if logs.is_log_step(batches_seen):
+                logs.snapshot(batches_seen, last_values)
         # read once an epoch: the steps themselves never wait for the device
         alive = population.active.tolist()
         seconds["training"] += time.perf_counter() - epoch_started
         epoch_started = time.perf_counter()
         alive = [k for k in range(size) if alive[k]]
-        host_logs = {name: value.tolist() for name, value in last_logs.items()}
-        for k in alive:
-            train_logs[k].update({f"train/{n}": v[k] for n, v in host_logs.items()})
+        logs.flush_train(epoch, population.diverged_at.tolist())
         epochs_done[alive] += 1
+        step = (epoch + 1) * per_epoch - 1  # where a single run logs its epoch's val values
+        if val_batches is not None and (epoch + 1) % val_batches[1] == 0 and alive:
+            values = validation_values(population, models[0], val_batches[0], device)
+            for k in alive:
+                logs.log_val(k, values[k], epoch, step)
         _epoch_end(
             population,
             members,
@@ -213,8 +225,9 @@ def train_population(members: list[Member]) -> list[dict]:
             max_epochs,
             callbacks,
             scores,
-            val_logs,
+            logs,
             per_epoch,
+            time.time() - started,
         )
         seconds["epoch_end"] += time.perf_counter() - epoch_started
         if epoch + 1 < max_epochs:
@@ -225,8 +238,7 @@ def train_population(members: list[Member]) -> list[dict]:
                     "epoch": epoch,
                     "population": population.state_dict(),
                     "latents": latents.state_dict(),
-                    "train_logs": train_logs,
-                    "val_logs": val_logs,
+                    "logs": logs.state_dict(),
                     "epochs_done": epochs_done,
                     "seconds": seconds,
                     "elapsed": time.time() - started,
@@ -255,7 +267,7 @@ def train_population(members: list[Member]) -> list[dict]:
             "wall_time_s": round(wall / size, 3),  # the population's time, shared by its members
             "epochs_completed": int(epochs_done[k]),
             "optimizer_steps": int(steps[k]),
-            "metrics": {**train_logs[k], **val_logs[k]},
+            "metrics": logs.metrics(k),
             **member.runtime,
             "population": {
                 "size": size,
@@ -268,10 +280,23 @@ def train_population(members: list[Member]) -> list[dict]:
         write_json_atomic(member.output_dir / "metrics.json", result)
         member.result = result
         results.append(result)
+    logs.close([r["status"] for r in results])
     checkpoint_path.unlink(missing_ok=True)  # every member's results are written
     done = size - len(failures)
     log.info("population done in %.1f s: %d completed, %d diverged", wall, done, len(failures))
     return results
+
+
+def _validation_batches(trainer_cfg, datamodule):
+    """(the val batches a single run validates on, every how many epochs), or None: Lightning's
+    ``limit_val_batches`` (a share or a count; 0 = none) and ``check_val_every_n_epoch``."""
+    limit = trainer_cfg.get("limit_val_batches", 1.0)
+    every = trainer_cfg.get("check_val_every_n_epoch", 1)
+    if not limit or not every:
+        return None
+    loader = datamodule.val_dataloader()
+    count = _batches_per_epoch(limit, len(loader))
+    return list(itertools.islice(loader, count)), int(every)
 
 
 def _scorer(metrics_cfg, datamodule, device):
@@ -313,10 +338,12 @@ def _epoch_end(
     max_epochs,
     callbacks,
     scores,
-    val_logs,
+    logs: MemberLogs,
     batches_per_epoch,
+    elapsed: float,
 ):
     """Sample grids, scores and last.ckpt of the members still alive, as the callbacks would."""
+    step = (epoch + 1) * batches_per_epoch - 1
     grid_cfg = callbacks.get("sample_grid")
     if grid_cfg and (epoch + 1) % grid_cfg.every_n_epochs == 0:
         z = models[0].sample_latent(
@@ -332,6 +359,7 @@ def _epoch_end(
             grid = image_grid(images[k], columns)
             save_image(grid, folder / f"epoch_{epoch:03d}.png")
             save_image(grid, folder / "last.png")
+            logs.log_image(k, folder / f"epoch_{epoch:03d}.png", step)
     metrics_cfg = callbacks.get("generative_metrics")
     due = metrics_cfg and ((epoch + 1) % metrics_cfg.every_n_epochs == 0 or epoch + 1 == max_epochs)
     if scores is not None and due and alive:
@@ -350,15 +378,17 @@ def _epoch_end(
         features, predicted = scores.features(images.flatten(0, 1))
         features = features.view(len(alive), n, -1)
         predicted = predicted.view(len(alive), n)
+        member_values = {}
         with torch.random.fork_rng(devices=[]):
             for position, k in enumerate(alive):
                 result = scores.score_features(features[position], predicted[position])
                 result["blank_share"] = blank_share(images[position])
-                values = {key: v for key, v in result.items() if not isinstance(v, list)}
-                val_logs[k].update({f"val/{key}": float(v) for key, v in values.items()})
+                member_values[k] = {key: v for key, v in result.items() if not isinstance(v, list)}
         seconds = (time.perf_counter() - started) / len(alive)
         for k in alive:
-            val_logs[k]["val/metrics_seconds"] = seconds
+            # the population's wall time so far, as a single run's is since its fit started
+            timing = {"metrics_seconds": seconds, "elapsed_seconds": elapsed + seconds * len(alive)}
+            logs.log_val(k, {**member_values[k], **timing}, epoch, step)
     if callbacks.get("model_checkpoint"):
         for k in alive:
             _save_member(population, k, models[k], members[k], epoch, batches_per_epoch)

@@ -41,6 +41,8 @@ class StackedBatchNorm(nn.Module):
     """K BatchNorm1d layers, each normalising its member's batch with its own running statistics
     (the same arithmetic as nn.BatchNorm1d: biased variance to normalise, unbiased to track)."""
 
+    tracks_batch_statistics = True  # src.nets.batch_norm.batch_statistics switches it too
+
     def __init__(self, weight, bias, running_mean, running_var, momentum: float, eps: float):
         super().__init__()
         self.weight = nn.Parameter(weight)

@@ -140,21 +140,51 @@ class Population:
 
     # ------------------------------------------------------------------ per-member losses [K]
     def discriminator_losses(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        if self.kind == "GAN":
-            real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-            return vmap(self.discriminator_objective)(real_logits, fake_logits)
-        real_energy = vmap(self.energy)(real, self.discriminator(real)[0])
-        fake_energy = vmap(self.energy)(fake, self.discriminator(fake)[0])
-        return vmap(ebgan_discriminator_loss)(real_energy, fake_energy, self.margin)
+        return self.discriminator_terms(real, fake)[0]
 
     def generator_losses(self, fake: torch.Tensor) -> torch.Tensor:
+        return self.generator_terms(fake)[0]
+
+    def discriminator_terms(self, real: torch.Tensor, fake: torch.Tensor) -> tuple:
+        """(D losses [K], {name: [K]}): the values the model's ``discriminator_loss`` logs, per
+        member (src/models/gan.py, ebgan.py)."""
         if self.kind == "GAN":
-            return vmap(self.generator_objective)(self.discriminator(fake))
+            real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+            losses = vmap(self.discriminator_objective)(real_logits, fake_logits)
+            return losses, {
+                "loss_d": losses.detach(),
+                "d_real": torch.sigmoid(real_logits.detach()).flatten(1).mean(1),
+                "d_fake": torch.sigmoid(fake_logits.detach()).flatten(1).mean(1),
+            }
+        real_energy = vmap(self.energy)(real, self.discriminator(real)[0])
+        fake_energy = vmap(self.energy)(fake, self.discriminator(fake)[0])
+        losses = vmap(ebgan_discriminator_loss)(real_energy, fake_energy, self.margin)
+        fake_energy = fake_energy.detach()
+        return losses, {
+            "loss_d": losses.detach(),
+            "energy_real": real_energy.detach().mean(1),
+            "energy_fake": fake_energy.mean(1),
+            "fake_inside_margin": (fake_energy < self.margin[:, None]).float().mean(1),
+        }
+
+    def generator_terms(self, fake: torch.Tensor) -> tuple:
+        """(G losses [K], {name: [K]}), as the model's ``generator_loss`` logs them (plain EBGAN's
+        ``pt`` is its collapse diagnostic, never in its loss)."""
+        if self.kind == "GAN":
+            losses = vmap(self.generator_objective)(self.discriminator(fake))
+            return losses, {"loss_g": losses.detach()}
         reconstruction, embedding = self.discriminator(fake)
-        losses = vmap(ebgan_generator_loss)(vmap(self.energy)(fake, reconstruction))
-        if self.kind == "EBGANPT":
-            losses = losses + self.pt_weight * vmap(pulling_away_term)(embedding)
-        return losses
+        energy_losses = vmap(ebgan_generator_loss)(vmap(self.energy)(fake, reconstruction))
+        if self.kind == "EBGAN":
+            pt = vmap(pulling_away_term)(embedding.detach())
+            return energy_losses, {"loss_g": energy_losses.detach(), "pt": pt}
+        pt = vmap(pulling_away_term)(embedding)
+        losses = energy_losses + self.pt_weight * pt
+        return losses, {
+            "loss_g": losses.detach(),
+            "loss_g_energy": energy_losses.detach(),
+            "pt": pt.detach(),
+        }
 
     # ------------------------------------------------------------------ the step
     def train_batch(self, real: torch.Tensor, z: torch.Tensor, generator_step: bool) -> dict:
@@ -182,18 +212,18 @@ class Population:
     def training_step(self, real: torch.Tensor, z: torch.Tensor, generator_step: bool) -> dict:
         """One batch for every member: real [K, B, ...] (each member's own batch), z [K, B, d].
 
-        Returns the per-member losses ([K] tensors, detached)."""
+        Returns the per-member values a single run logs ([K] tensors, detached): D's, and G's
+        on a batch with a G step."""
         self.batches += 1
         with torch.set_grad_enabled(generator_step):  # G's graph only when its step uses it
             fake = self.generator(z)
-        loss_d = self.discriminator_losses(real, fake.detach())
+        loss_d, logs = self.discriminator_terms(real, fake.detach())
         self._update(self.optimizer_d, loss_d, "discriminator loss")
-        logs = {"loss_d": loss_d.detach()}
         if generator_step:
             with frozen(self.discriminator):
-                loss_g = self.generator_losses(fake)
+                loss_g, logs_g = self.generator_terms(fake)
                 self._update(self.optimizer_g, loss_g, "generator loss")
-            logs["loss_g"] = loss_g.detach()
+            logs.update(logs_g)
         return logs
 
     def _update(self, optimizer: StackedOptimizer, losses: torch.Tensor, name: str) -> None:

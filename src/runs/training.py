@@ -43,6 +43,22 @@ def _run_tags(cfg: DictConfig, choices: dict) -> list[str]:
     return list(dict.fromkeys([*cfg.get("tags", []), model, arch, data]))
 
 
+def build_loggers(cfg: DictConfig, choices: dict, concurrent: bool = False) -> list:
+    """The run's loggers (``cfg.logger``), tagged with its model, arch and dataset. ``concurrent``:
+    several runs log from this process at once (a population's members), each W&B logger then
+    opens a run of its own instead of joining the process's current one."""
+    tags = _run_tags(cfg, choices)
+    loggers = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if not logger_cfg:
+            continue
+        extra = {"tags": tags} if "tags" in logger_cfg else {}
+        if concurrent and str(logger_cfg.get("_target_", "")).endswith("WandbLogger"):
+            extra["reinit"] = "create_new"
+        loggers.append(instantiate(logger_cfg, **extra))
+    return loggers
+
+
 def instantiate_all(cfg: DictConfig):
     """Build (datamodule, model, trainer) from a composed config, checking it first."""
     validate_config(cfg)
@@ -56,12 +72,7 @@ def instantiate_all(cfg: DictConfig):
     except Exception as err:  # as Hydra reports a failing target: one line for bad values
         raise InstantiationException(f"Error in call to target '{cfg.model._target_}'") from err
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    tags = _run_tags(cfg, hydra_runtime()["choices"])
-    loggers = [
-        instantiate(c, **({"tags": tags} if "tags" in c else {}))
-        for c in (cfg.get("logger") or {}).values()
-        if c
-    ]
+    loggers = build_loggers(cfg, hydra_runtime()["choices"])
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,

@@ -1,0 +1,119 @@
+"""What a single run logs, kept per member of a population: ``train/<name>`` on the trainer's
+logging interval, ``val/<name>`` after each epoch (held-out D values and the sample scores), the
+sample grids; into each member's metrics.json values and its own loggers (``cfg.logger``: W&B, CSV,
+TensorBoard), at the steps a single run's Lightning loggers use.
+
+Training values are snapshotted on the device at each logging step and read once an epoch, so a
+step never waits for the GPU. A member's values stop at its divergence, as a single run's do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class MemberLogs:
+    def __init__(self, members, models, lrs: dict[str, list[float]], log_every_n_steps: int):
+        from src.runs.training import build_loggers
+
+        self.size = len(members)
+        self.log_every_n_steps = max(int(log_every_n_steps), 1)
+        self.lrs = lrs  # {"lr_g": [K], "lr_d": [K]}: constant for the models a population trains
+        self.loggers = [
+            build_loggers(m.cfg, m.runtime.get("choices", {}), concurrent=True) for m in members
+        ]
+        for loggers, model in zip(self.loggers, models, strict=True):
+            for logger in loggers:
+                logger.log_hyperparams(model.run_config)
+        # metrics.json: the last logged train values and the last epoch's val values
+        self.train: list[dict] = [{} for _ in members]
+        self.val: list[dict] = [{} for _ in members]
+        self._pending: list[tuple[int, dict]] = []  # (batches seen, {name: [K] tensor})
+
+    def is_log_step(self, batches_seen: int) -> bool:
+        """Where a single run logs (src/models/base.py ``_is_log_step``): every n-th batch."""
+        return batches_seen % self.log_every_n_steps == 0
+
+    def snapshot(self, batches_seen: int, values: dict) -> None:
+        """The batch's values (D's, and G's of the last batch with a G step), kept on the device."""
+        self._pending.append((batches_seen, {n: v.detach().clone() for n, v in values.items()}))
+
+    def flush_train(self, epoch: int, diverged_at: list[int]) -> None:
+        """Log the epoch's snapshots: member k's only before the batch it diverged at."""
+        for batches_seen, values in self._pending:
+            host = {name: value.tolist() for name, value in values.items()}
+            for k in range(self.size):
+                if diverged_at[k] and batches_seen >= diverged_at[k]:
+                    continue
+                row = {f"train/{name}": host[name][k] for name in host}
+                row.update({f"train/{name}": v[k] for name, v in self.lrs.items()})
+                self.train[k] = row
+                # Lightning's step when the n-th batch logs: n - 1
+                self._log(k, {**row, "epoch": epoch}, batches_seen - 1)
+        self._pending.clear()
+
+    def log_val(self, k: int, values: dict, epoch: int, step: int) -> None:
+        row = {f"val/{name}": float(v) for name, v in values.items()}
+        self.val[k].update(row)
+        self._log(k, {**row, "epoch": epoch}, step)
+
+    def log_image(self, k: int, path, step: int) -> None:
+        for logger in self.loggers[k]:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="samples", images=[str(path)], step=step)
+
+    def _log(self, k: int, row: dict, step: int) -> None:
+        for logger in self.loggers[k]:
+            logger.log_metrics(row, step=step)
+
+    def metrics(self, k: int) -> dict:
+        return {**self.train[k], **self.val[k]}
+
+    def state_dict(self) -> dict:
+        return {"train": self.train, "val": self.val}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train, self.val = state["train"], state["val"]
+
+    def close(self, statuses: list[str]) -> None:
+        """Finish every member's loggers (W&B: exit code 1 unless it completed)."""
+        for loggers, status in zip(self.loggers, statuses, strict=True):
+            for logger in loggers:
+                logger.finalize("success" if status == "completed" else "failed")
+                run = getattr(logger, "_experiment", None)
+                if run is not None and hasattr(run, "finish"):
+                    run.finish(exit_code=0 if status == "completed" else 1)
+
+
+@torch.no_grad()
+def validation_values(population, model, val_batches, device) -> list[dict]:
+    """Per member, the epoch means a single run's validation loop logs (src/models/base.py
+    ``validation_step``): D's values on the held-out split and on G's samples for latents seeded
+    per batch, G in eval mode, D on batch statistics; weighted by batch size as Lightning does."""
+    from src.models.base import VALIDATION_SEED
+    from src.nets.batch_norm import batch_statistics
+
+    population.generator.eval()
+    population.discriminator.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    try:
+        for batch_idx, (real, _) in enumerate(val_batches):
+            real = real.to(device)
+            size = real.shape[0]
+            seeded = torch.Generator(device=device).manual_seed(VALIDATION_SEED + batch_idx)
+            z = model.sample_latent(size, generator=seeded, device=device)
+            fake = population.generator(z.unsqueeze(0).expand(population.size, -1, -1))
+            with batch_statistics(population.discriminator):
+                shared = real.unsqueeze(0).expand(population.size, *real.shape)
+                _, logs = population.discriminator_terms(shared, fake)
+            for name, value in logs.items():
+                sums[name] = sums.get(name, 0) + value.double() * size
+            count += size
+    finally:
+        population.generator.train()
+        population.discriminator.train()
+    if not count:
+        return [{} for _ in range(population.size)]
+    host = {name: (total / count).tolist() for name, total in sums.items()}
+    return [{name: host[name][k] for name in host} for k in range(population.size)]

@@ -233,3 +233,22 @@ def test_the_population_launcher_pads_only_within_its_budget():
     equal_only = chunk_by_padding(jobs, lambda j: j, max_members=64, max_padding=1.0)
     assert [len(c) for c in equal_only] == [2] * 8
     assert [len(c) for c in chunk_by_padding(jobs, lambda j: j, 5, 1000.0)] == [5, 5, 5, 1]
+
+
+@pytest.mark.parametrize(
+    "overrides, stacked",
+    [
+        ([], True),
+        (["trainer.precision=32"], True),
+        (["trainer.precision=bf16-mixed"], False),  # a population steps in float32 only
+        (["model.compile=true"], False),
+        (["model.ema_decay=0.999"], False),
+        (["arch=dcgan"], False),
+        (["model=cgan"], False),
+    ],
+)
+def test_jobs_a_population_would_not_train_as_asked_run_alone(make_cfg, overrides, stacked):
+    from hydra_plugins.ebgan_lab_population.population_launcher import stackable
+
+    model = [] if any(o.startswith("model=") for o in overrides) else ["model=ebgan"]
+    assert stackable(make_cfg(*model, *overrides)) == stacked

@@ -252,3 +252,22 @@ def test_jobs_a_population_would_not_train_as_asked_run_alone(make_cfg, override
 
     model = [] if any(o.startswith("model=") for o in overrides) else ["model=ebgan"]
     assert stackable(make_cfg(*model, *overrides)) == stacked
+
+
+def test_the_costliest_populations_are_trained_first():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ebgan_lab_population.population_launcher import population_cost
+
+    def chunk(members, size_g, limit=1.0, epochs=1):
+        arch = {"sizeG": size_g, "sizeD": 128, "nLayerG": 3, "nLayerD": 3, "latent_dim": 100}
+        trainer = {"max_epochs": epochs, "limit_train_batches": limit}
+        cfg = OmegaConf.create({"arch": arch, "data": {"channels": 1}, "trainer": trainer})
+        return [(i, SimpleNamespace(cfg=cfg), None) for i in range(members)]
+
+    assert population_cost(chunk(2, 800)) == 2 * population_cost(chunk(1, 800))
+    assert population_cost(chunk(1, 1600)) > population_cost(chunk(1, 800))
+    assert population_cost(chunk(1, 800, epochs=3)) == 3 * population_cost(chunk(1, 800))
+    assert population_cost(chunk(1, 800, limit=10)) < population_cost(chunk(1, 800, limit=0.5))

@@ -117,6 +117,16 @@ def padded_cost(cfgs: list[DictConfig]) -> int:
     return member_cost(widest)
 
 
+def population_cost(chunk: list) -> float:
+    """A population's training work, for scheduling: its members' padded matmuls x its batches."""
+    cfgs = [member.cfg for _, member, _ in chunk]
+    epochs = int(cfgs[0].trainer.max_epochs)
+    limit = cfgs[0].trainer.get("limit_train_batches", 1.0)
+    # a count of batches, or a share of an epoch (whose size is not known here: ~1 000 batches)
+    batches = limit if isinstance(limit, int) else 1000 * float(limit)
+    return len(cfgs) * padded_cost(cfgs) * epochs * batches
+
+
 def chunk_by_padding(jobs: list, cfg_of, max_members: int, max_padding: float) -> list[list]:
     """Split one shape group into populations of at most ``max_members``, widest first, adding a
     job to the current population only while every member's padded cost (the widest G's and D's
@@ -311,6 +321,12 @@ class PopulationLauncher(Launcher):
 
         threads = max(1, (os.cpu_count() or 1) // self.n_jobs)
         context = multiprocessing.get_context("spawn")
+        # the costliest populations first: the workers then finish close together (longest
+        # processing time first; the reduced EBGAN grid's 4 populations: 12 s apart -> ~1 s)
+        order = sorted(range(len(chunks)), key=lambda i: -population_cost(chunks[i]))
         with ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=context) as pool:
-            futures = [pool.submit(train_population_or_record_failure, m, threads) for m in members]
-            return [future.result() for future in futures]
+            futures = {
+                i: pool.submit(train_population_or_record_failure, members[i], threads)
+                for i in order
+            }
+            return [futures[i].result() for i in range(len(chunks))]

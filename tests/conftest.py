@@ -16,6 +16,21 @@ CONF_DIR = str(PROJECT_ROOT / "conf")
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def real_features_cache(tmp_path_factory):
+    """The scores' cache of real features (src/metrics/real_cache.py) in a folder of this session:
+    tests start cold and share it (subprocesses inherit it); the user's own cache is untouched."""
+    from src.metrics.real_cache import CACHE_ENV
+
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("real_cache"))
+    yield os.environ[CACHE_ENV]
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> str:
     """DATA_DIR if set (CI sets it), else ../shared/data; the MNIST files must be there."""

@@ -275,3 +275,46 @@ def test_within_class_diversity_is_one_for_real_digits_and_zero_for_copies(
     assert result["modes_covered"] == 10 and result["within_class_diversity"] == pytest.approx(
         0.0, abs=1e-6
     )
+
+
+def test_the_real_side_is_computed_once_and_read_back_exactly(mnist_test, tmp_path, monkeypatch):
+    """A second scorer of the same real set reads the classifier's features and the k-NN radii
+    from the cache (no classifier pass over the real set) and scores bit for bit as the first; a
+    different real set or k misses; an unreadable entry is recomputed; ``off`` writes nothing."""
+    from src.metrics import real_cache
+
+    monkeypatch.setenv(real_cache.CACHE_ENV, str(tmp_path / "cache"))
+    real, fake = mnist_test[0][:400].unsqueeze(1), mnist_test[0][400:600].unsqueeze(1)
+    passes = []
+    original = GenerativeScores._features
+
+    def counted(self, images):
+        passes.append(images.shape[0])
+        return original(self, images)
+
+    monkeypatch.setattr(GenerativeScores, "_features", counted)
+
+    def scores(images, k=5):
+        scorer = GenerativeScores("mnist", images, kid_subsets=3, kid_subset_size=50, nearest_k=k)
+        return scorer.score(fake)
+
+    cold = scores(real)
+    assert passes == [400, 200] and len(list((tmp_path / "cache").glob("real_*.pt"))) == 1
+    warm = scores(real)
+    assert passes[2:] == [200]  # only the fakes went through the classifier
+    assert warm == cold
+    scores(real[:300])  # another real set: its own entry
+    assert passes[3:] == [300, 200]
+    scores(real, k=3)  # the features cached, the radii for k = 3 computed and added
+    assert passes[5:] == [200]
+    entry = next(
+        p
+        for p in (tmp_path / "cache").glob("real_*.pt")
+        if torch.load(p)["features"].shape[0] == 400
+    )
+    assert {"features", "radii_k5", "radii_k3"} <= set(torch.load(entry))
+    entry.write_bytes(b"truncated")
+    assert scores(real) == cold and passes[6:] == [400, 200]
+    monkeypatch.setenv(real_cache.CACHE_ENV, "off")
+    shutil.rmtree(tmp_path / "cache")
+    assert scores(real) == cold and not (tmp_path / "cache").exists()

@@ -130,4 +130,5 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> DigitCl
     model = DigitClassifier()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.feature_scale = float(entry.get("feature_scale", 1.0))
+    model.weights_sha256 = digest  # what cached real features were computed with
     return model.eval().requires_grad_(False).to(device)

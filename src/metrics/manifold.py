@@ -35,11 +35,20 @@ def kth_neighbour_radii(features: torch.Tensor, k: int, batch_size: int = 2500) 
 class ManifoldScores:
     """Precision, recall, density and coverage of generated features against a fixed real set."""
 
-    def __init__(self, real_features: torch.Tensor, k: int = 5, batch_size: int = 2500):
+    def __init__(
+        self,
+        real_features: torch.Tensor,
+        k: int = 5,
+        batch_size: int = 2500,
+        real_radii: torch.Tensor | None = None,
+    ):
+        """``real_radii``: ``kth_neighbour_radii(real_features, k)`` computed before (cached)."""
         self.real = real_features.float()
         self.k = k
         self.batch_size = batch_size
-        self.real_radii = kth_neighbour_radii(self.real, k, batch_size)
+        if real_radii is None:
+            real_radii = kth_neighbour_radii(self.real, k, batch_size)
+        self.real_radii = real_radii
 
     @torch.no_grad()
     def score(self, fake_features: torch.Tensor) -> dict:

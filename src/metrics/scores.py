@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
 
+from src.metrics import real_cache
 from src.metrics.classifier import NUM_FEATURES, load_classifier, to_classifier_input
 from src.metrics.manifold import ManifoldScores
 from src.metrics.sharpness import blank_share
@@ -87,13 +88,27 @@ class GenerativeScores:
         for metric in (self.inception, self.fid, self.kid):
             metric.to(self.device)
         self.num_real = real_images.shape[0]
-        real_features = []
-        for features in self._features(real_images):
-            self.fid.update(features, real=True)
-            self.kid.update(features, real=True)
-            real_features.append(features)
-        real_features = torch.cat(real_features)
-        self.manifold = ManifoldScores(real_features, k=nearest_k)
+        # the classifier's pass over the real set and its k-NN radii, from the on-disk cache when
+        # an earlier run computed them for the same set (src/metrics/real_cache.py)
+        key = real_cache.real_set_key(self.classifier, real_images, self.device)
+        cached = real_cache.load(key) or {}
+        real_features = cached.get("features")
+        if real_features is None:
+            real_features = torch.cat(list(self._features(real_images)))
+        real_features = real_features.to(self.device)
+        for chunk in real_features.split(self.batch_size):
+            self.fid.update(chunk, real=True)
+            self.kid.update(chunk, real=True)
+        radii = cached.get(f"radii_k{nearest_k}")
+        self.manifold = ManifoldScores(
+            real_features, k=nearest_k, real_radii=None if radii is None else radii.to(self.device)
+        )
+        if radii is None:
+            cached.update(
+                features=real_features.cpu(),
+                **{f"radii_k{nearest_k}": self.manifold.real_radii.cpu()},
+            )
+            real_cache.save(key, cached)
         real_classes = self.classifier.logits_from_features(real_features).argmax(1)
         self.real_within_class_distances = within_class_distances(real_features, real_classes)
 

@@ -68,7 +68,9 @@ class StackedOptimizer:
       step count as [K] tensors: fewer launches (K = 128 small nets are launch-bound on a GPU)
       but ~4x the memory traffic of the fused kernel (wide nets are bandwidth-bound there).
 
-    SGD members (with or without momentum) always take the vectorized form, masked per member.
+    SGD members (with or without momentum): on a CPU in the per-member form unless told
+    vectorized (each member's own slices, as torch.optim.SGD updates them; the active mask is read
+    on the host there), on a GPU in the vectorized form, masked per member.
     The members' step counts and the ``active`` mask live on the parameters' device; a member
     that is not active (it diverged) keeps its parameters, moments and step count as they are.
     """
@@ -185,7 +187,11 @@ class StackedOptimizer:
             else:
                 self._adam_per_member(with_grad)
         if self.any_sgd:
-            self._sgd_vectorized(with_grad, first_step)
+            # on a GPU a step never reads the device (nor may it, in a CUDA graph)
+            if self.vectorized or self.params[0].device.type != "cpu":
+                self._sgd_vectorized(with_grad, first_step)
+            else:
+                self._sgd_per_member(with_grad, first_step)
 
     @staticmethod
     def _member_view(p: torch.Tensor) -> tuple:
@@ -240,6 +246,28 @@ class StackedOptimizer:
             exp_avg_sq.mul_(decay2.view(view)).addcmul_(grad * weight2.view(view), grad)
             denom = (exp_avg_sq.sqrt() / sqrt_bias2.view(view)).add_(self.eps.view(view))
             p.addcdiv_(exp_avg * step_size.view(view), denom, value=-1.0)
+
+    def _sgd_per_member(self, with_grad: list[int], first_step: torch.Tensor) -> None:
+        """The CPU's SGD: each active SGD member's own slices, updated as torch.optim.SGD does it
+        (buffer = grad at the first step, then momentum * buffer + grad; p -= lr * buffer). One
+        pass over a member's weights, where the masked form makes ~7 over every member's: on a
+        memory-bound CPU the reduced GAN grid's populations of 8 stepped 1.9x slower with it."""
+        active, first = self.active.tolist(), first_step.tolist()
+        for k, member in enumerate(self.members):
+            if member.kind != "sgd" or not active[k]:
+                continue
+            params = [self.params[i][k] for i in with_grad]
+            grads = [self.params[i].grad[k] for i in with_grad]
+            if member.momentum:
+                buffers = [self.momentum_buffer[i][k] for i in with_grad]
+                if first[k]:
+                    for buffer, grad in zip(buffers, grads, strict=True):
+                        buffer.copy_(grad)
+                else:
+                    torch._foreach_mul_(buffers, member.momentum)
+                    torch._foreach_add_(buffers, grads)
+                grads = buffers
+            torch._foreach_add_(params, grads, alpha=-member.lr)
 
     def _sgd_vectorized(self, with_grad: list[int], first_step: torch.Tensor) -> None:
         sgd = ~self.is_adam & self.active

@@ -55,6 +55,8 @@ class DigitClassifier(nn.Module):
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The raw penultimate activations (what the head reads)."""
+        if self.conv[0].weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.embed(self.conv(x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,4 +133,7 @@ def load_classifier(dataset: str, device: torch.device | str = "cpu") -> DigitCl
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.feature_scale = float(entry.get("feature_scale", 1.0))
     model.weights_sha256 = digest  # what cached real features were computed with
+    # channels-last: the CPU's convolutions and max-pools run faster on it (the pass over 1 000
+    # images: 0.39 -> 0.22 s on 1 thread; features equal to within 4e-6)
+    model = model.to(memory_format=torch.channels_last)
     return model.eval().requires_grad_(False).to(device)

@@ -315,6 +315,16 @@ def test_the_real_side_is_computed_once_and_read_back_exactly(mnist_test, tmp_pa
     assert {"features", "radii_k5", "radii_k3"} <= set(torch.load(entry))
     entry.write_bytes(b"truncated")
     assert scores(real) == cold and passes[6:] == [400, 200]
+
+    # a write that fails (a full disk) leaves scoring uncached and no partial file behind
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("No space left on device")
+
+    shutil.rmtree(tmp_path / "cache")
+    monkeypatch.setattr(real_cache.torch, "save", disk_full)
+    assert scores(real) == cold and list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setattr(GenerativeScores, "_features", counted)
     monkeypatch.setenv(real_cache.CACHE_ENV, "off")
     shutil.rmtree(tmp_path / "cache")
     assert scores(real) == cold and not (tmp_path / "cache").exists()

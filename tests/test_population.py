@@ -622,6 +622,8 @@ def test_a_member_logs_what_a_single_run_logs(make_cfg, tmp_path, model_name):
     results = train_population(members)
     assert all(r["status"] == "completed" for r in results)
     assert set(results[0]["metrics"]) == set(single["metrics"])
+    for name in ("train/lr_g", "train/lr_d"):  # float32 in both (Lightning logs tensors)
+        assert results[0]["metrics"][name] == single["metrics"][name]
 
     def logged(folder):
         with open(tmp_path / folder / "csv" / "metrics.csv") as f:
@@ -652,3 +654,30 @@ def test_a_member_logs_what_a_single_run_logs(make_cfg, tmp_path, model_name):
     assert "val/loss_d" in validated
     for name, expected in validated.items():
         assert results[1]["metrics"][name] == pytest.approx(expected, rel=1e-5), name
+
+
+def test_a_crashing_population_closes_its_members_loggers_as_failed(
+    make_cfg, tmp_path, monkeypatch
+):
+    from src.population import run
+    from src.population.member_logs import MemberLogs
+
+    closed = []
+    original = MemberLogs.close
+    monkeypatch.setattr(
+        MemberLogs,
+        "close",
+        lambda self, statuses: (closed.append(statuses), original(self, statuses)),
+    )
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(run.Population, "train_batch", crash)
+    members = [
+        run.Member(make_cfg("model=ebgan", f"seed={k}", "logger=csv"), tmp_path / f"m{k}")
+        for k in range(2)
+    ]
+    results = run.train_population_or_record_failure(members)
+    assert [r["status"] for r in results] == ["failed", "failed"]
+    assert closed == [["failed", "failed"]]

@@ -3,11 +3,11 @@ real set and their k-NN radii, saved on disk and read back by every later run th
 the same set (~6 s of a 1-thread run, ~3 s on 2 threads, for 10 000 MNIST test images).
 
 An entry is keyed by everything its values depend on: the classifier file's sha256 and feature
-scale, the real images' bytes, shape and dtype, the device type and the torch version (kernels
-round differently). A missing or unreadable entry is computed again; entries are written
-atomically, so runs of a sweep may share the folder. ``EBGAN_LAB_CACHE`` names the folder
-(default ``$XDG_CACHE_HOME/ebgan_lab`` or ``~/.cache/ebgan_lab``); ``EBGAN_LAB_CACHE=off``
-turns the cache off.
+scale, the real images' bytes, shape and dtype, the device (type, GPU model), the torch version
+and the TF32 settings (kernels round differently). A missing or unreadable entry is computed
+again; entries are written atomically, so runs of a sweep may share the folder.
+``EBGAN_LAB_CACHE`` names the folder (default ``$XDG_CACHE_HOME/ebgan_lab`` or
+``~/.cache/ebgan_lab``); ``EBGAN_LAB_CACHE=off`` turns the cache off.
 """
 
 from __future__ import annotations
@@ -37,14 +37,19 @@ def cache_dir() -> Path | None:
 def real_set_key(classifier, images: torch.Tensor, device: torch.device) -> str:
     """What the real features of ``images`` depend on, hashed."""
     digest = hashlib.sha256()
+    device = torch.device(device)
     identity = (
         FORMAT,
         getattr(classifier, "weights_sha256", None),
         float(classifier.feature_scale),
         tuple(images.shape),
         str(images.dtype),
-        torch.device(device).type,
+        device.type,
+        torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         torch.__version__,
+        # TF32 matmuls / convolutions round the features differently
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.allow_tf32,
     )
     digest.update(repr(identity).encode())
     digest.update(images.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
@@ -67,10 +72,11 @@ def save(key: str, entry: dict) -> None:
     folder = cache_dir()
     if folder is None:
         return
+    partial = folder / f"real_{key}.{os.getpid()}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f"real_{key}.{os.getpid()}.tmp"
         torch.save(entry, partial)
         os.replace(partial, folder / f"real_{key}.pt")
-    except OSError as err:  # a read-only home: scoring goes on, uncached
+    except Exception as err:  # a read-only home, a full disk: scoring goes on, uncached
         log.warning("could not cache the real features in %s (%s)", folder, err)
+        partial.unlink(missing_ok=True)

@@ -9,7 +9,11 @@ step never waits for the GPU. A member's values stop at its divergence, as a sin
 
 from __future__ import annotations
 
+import logging
+
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class MemberLogs:
@@ -17,7 +21,7 @@ class MemberLogs:
         from src.runs.training import build_loggers
 
         self.size = len(members)
-        self.log_every_n_steps = max(int(log_every_n_steps), 1)
+        self.log_every_n_steps = int(log_every_n_steps)  # 0: never, as Lightning
         self.lrs = lrs  # {"lr_g": [K], "lr_d": [K]}: constant for the models a population trains
         self.loggers = [
             build_loggers(m.cfg, m.runtime.get("choices", {}), concurrent=True) for m in members
@@ -32,7 +36,7 @@ class MemberLogs:
 
     def is_log_step(self, batches_seen: int) -> bool:
         """Where a single run logs (src/models/base.py ``_is_log_step``): every n-th batch."""
-        return batches_seen % self.log_every_n_steps == 0
+        return self.log_every_n_steps > 0 and batches_seen % self.log_every_n_steps == 0
 
     def snapshot(self, batches_seen: int, values: dict) -> None:
         """The batch's values (D's, and G's of the last batch with a G step), kept on the device."""
@@ -76,13 +80,18 @@ class MemberLogs:
         self.train, self.val = state["train"], state["val"]
 
     def close(self, statuses: list[str]) -> None:
-        """Finish every member's loggers (W&B: exit code 1 unless it completed)."""
-        for loggers, status in zip(self.loggers, statuses, strict=True):
+        """Finish every member's loggers once (W&B: exit code 1 unless it completed). A logger
+        that fails to close is reported, never raised: the members' results are written."""
+        loggers_of, self.loggers = self.loggers, [[] for _ in self.loggers]
+        for loggers, status in zip(loggers_of, statuses, strict=True):
             for logger in loggers:
-                logger.finalize("success" if status == "completed" else "failed")
-                run = getattr(logger, "_experiment", None)
-                if run is not None and hasattr(run, "finish"):
-                    run.finish(exit_code=0 if status == "completed" else 1)
+                try:
+                    logger.finalize("success" if status == "completed" else "failed")
+                    run = getattr(logger, "_experiment", None)
+                    if run is not None and hasattr(run, "finish"):
+                        run.finish(exit_code=0 if status == "completed" else 1)
+                except Exception as err:
+                    log.warning("could not close %s: %s", type(logger).__name__, err)
 
 
 @torch.no_grad()

@@ -163,128 +163,140 @@ def train_population(members: list[Member]) -> list[dict]:
     callbacks = first.get("callbacks") or {}
     with torch.random.fork_rng(devices=[]):  # building the classifier draws initial weights
         scores = _scorer(callbacks.get("generative_metrics"), datamodule, device)
-    lrs = {
+    lrs = {  # float32, as a single run's logged values (Lightning keeps them as tensors)
         "lr_g": population.optimizer_g.lr.tolist(),
         "lr_d": population.optimizer_d.lr.tolist(),
     }
     logs = MemberLogs(members, models, lrs, first.trainer.get("log_every_n_steps", 50))
-    last_values: dict = {}  # the newest per-member values ([K] tensors): D's, and the last G's
-    val_batches = _validation_batches(first.trainer, datamodule)
-    epochs_done = torch.zeros(size, dtype=torch.long)
-    max_epochs = int(first.trainer.max_epochs)
-    # where the population's time goes (metrics.json "population"): building, training, epoch ends
-    seconds = {"setup": time.time() - started, "training": 0.0, "epoch_end": 0.0}
-    checkpoint_path = population_checkpoint_path(members)
-    first_epoch = 0
-    if checkpoint_path.is_file():  # an interrupted population: on from its last finished epoch
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        population.load_state_dict(saved["population"])
-        latents.load_state_dict(saved["latents"])
-        logs.load_state_dict(saved["logs"])
-        seconds = saved["seconds"]
-        epochs_done = saved["epochs_done"]
-        torch.set_rng_state(saved["rng"].cpu())
-        if device.type == "cuda" and saved["cuda_rng"] is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
-        started = time.time() - saved["elapsed"]
-        first_epoch = saved["epoch"] + 1
-        log.info("population resumed after epoch %d from %s", saved["epoch"], checkpoint_path)
-
-    for epoch in range(first_epoch, max_epochs):
-        epoch_started = time.perf_counter()
-        epoch_box[0] = epoch
-        population.generator.train()
-        population.discriminator.train()
-        for batch_idx, (real, _) in enumerate(loader):
-            if batch_idx >= per_epoch:
-                break
-            z = latents.next()
-            generator_step = (batch_idx + 1) % population.d_steps_per_g_step == 0
-            last_values.update(population.train_batch(real, z, generator_step))
-            batches_seen = epoch * per_epoch + batch_idx + 1
-            if logs.is_log_step(batches_seen):
-                logs.snapshot(batches_seen, last_values)
-        # read once an epoch: the steps themselves never wait for the device
-        alive = population.active.tolist()
-        seconds["training"] += time.perf_counter() - epoch_started
-        epoch_started = time.perf_counter()
-        alive = [k for k in range(size) if alive[k]]
-        logs.flush_train(epoch, population.diverged_at.tolist())
-        epochs_done[alive] += 1
-        step = (epoch + 1) * per_epoch - 1  # where a single run logs its epoch's val values
-        if val_batches is not None and (epoch + 1) % val_batches[1] == 0 and alive:
-            values = validation_values(population, models[0], val_batches[0], device)
-            for k in alive:
-                logs.log_val(k, values[k], epoch, step)
-        _epoch_end(
-            population,
-            members,
-            models,
-            alive,
-            epoch,
-            max_epochs,
-            callbacks,
-            scores,
-            logs,
-            per_epoch,
-            time.time() - started,
-        )
-        seconds["epoch_end"] += time.perf_counter() - epoch_started
-        if epoch + 1 < max_epochs:
-            _save_population(
-                checkpoint_path,
-                {
-                    "members": [str(m.output_dir) for m in members],
-                    "epoch": epoch,
-                    "population": population.state_dict(),
-                    "latents": latents.state_dict(),
-                    "logs": logs.state_dict(),
-                    "epochs_done": epochs_done,
-                    "seconds": seconds,
-                    "elapsed": time.time() - started,
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                },
+    try:  # a crash or an interrupt still closes every member's loggers (W&B: as failed)
+        last_values: dict = {}  # the newest per-member values ([K] tensors): D's, and the last G's
+        val_batches = _validation_batches(first.trainer, datamodule)
+        epochs_done = torch.zeros(size, dtype=torch.long)
+        max_epochs = int(first.trainer.max_epochs)
+        # where the population's time goes (metrics.json "population"): building, training,
+        # epoch ends
+        seconds = {"setup": time.time() - started, "training": 0.0, "epoch_end": 0.0}
+        checkpoint_path = population_checkpoint_path(members)
+        first_epoch = 0
+        if checkpoint_path.is_file():  # an interrupted population: on from its last finished epoch
+            saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+            population.load_state_dict(saved["population"])
+            latents.load_state_dict(saved["latents"])
+            # a checkpoint of the code before members' loggers kept train_logs / val_logs
+            logs.load_state_dict(
+                saved.get("logs") or {"train": saved["train_logs"], "val": saved["val_logs"]}
             )
+            seconds = saved["seconds"]
+            epochs_done = saved["epochs_done"]
+            torch.set_rng_state(saved["rng"].cpu())
+            if device.type == "cuda" and saved["cuda_rng"] is not None:
+                torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
+            started = time.time() - saved["elapsed"]
+            first_epoch = saved["epoch"] + 1
+            log.info("population resumed after epoch %d from %s", saved["epoch"], checkpoint_path)
 
-    failures = {}
-    for divergence in population.divergences:
-        epoch = (divergence.batch - 1) // per_epoch
-        failures[divergence.member] = {
-            "message": f"non-finite {divergence.loss_name} at training batch "
-            f"{divergence.batch} (epoch {epoch})",
-            "loss": divergence.loss_name,
-            "batch": divergence.batch,
-            "epoch": epoch,
-        }
-    steps = (population.optimizer_d.steps + population.optimizer_g.steps).tolist()
-    results = []
-    wall = time.time() - started
-    for k, member in enumerate(members):
-        result = {
-            "status": "diverged" if k in failures else "completed",
-            "failure": failures.get(k),
-            "wall_time_s": round(wall / size, 3),  # the population's time, shared by its members
-            "epochs_completed": int(epochs_done[k]),
-            "optimizer_steps": int(steps[k]),
-            "metrics": logs.metrics(k),
-            **member.runtime,
-            "population": {
-                "size": size,
-                "wall_time_s": round(wall, 3),
-                "device": str(device),
-                **{f"{name}_s": round(value, 3) for name, value in seconds.items()},
-                "training_batches": int(population.batches),
-            },
-        }
-        write_json_atomic(member.output_dir / "metrics.json", result)
-        member.result = result
-        results.append(result)
-    logs.close([r["status"] for r in results])
-    checkpoint_path.unlink(missing_ok=True)  # every member's results are written
-    done = size - len(failures)
-    log.info("population done in %.1f s: %d completed, %d diverged", wall, done, len(failures))
-    return results
+        for epoch in range(first_epoch, max_epochs):
+            epoch_started = time.perf_counter()
+            epoch_box[0] = epoch
+            population.generator.train()
+            population.discriminator.train()
+            for batch_idx, (real, _) in enumerate(loader):
+                if batch_idx >= per_epoch:
+                    break
+                z = latents.next()
+                generator_step = (batch_idx + 1) % population.d_steps_per_g_step == 0
+                last_values.update(population.train_batch(real, z, generator_step))
+                batches_seen = epoch * per_epoch + batch_idx + 1
+                if logs.is_log_step(batches_seen):
+                    logs.snapshot(batches_seen, last_values)
+            # read once an epoch: the steps themselves never wait for the device
+            alive = population.active.tolist()
+            seconds["training"] += time.perf_counter() - epoch_started
+            epoch_started = time.perf_counter()
+            alive = [k for k in range(size) if alive[k]]
+            logs.flush_train(epoch, population.diverged_at.tolist())
+            epochs_done[alive] += 1
+            step = (epoch + 1) * per_epoch - 1  # where a single run logs its epoch's val values
+            if val_batches is not None and (epoch + 1) % val_batches[1] == 0 and alive:
+                values = validation_values(population, models[0], val_batches[0], device)
+                for k in alive:
+                    logs.log_val(k, values[k], epoch, step)
+            _epoch_end(
+                population,
+                members,
+                models,
+                alive,
+                epoch,
+                max_epochs,
+                callbacks,
+                scores,
+                logs,
+                per_epoch,
+                time.time() - started,
+            )
+            seconds["epoch_end"] += time.perf_counter() - epoch_started
+            if epoch + 1 < max_epochs:
+                _save_population(
+                    checkpoint_path,
+                    {
+                        "members": [str(m.output_dir) for m in members],
+                        "epoch": epoch,
+                        "population": population.state_dict(),
+                        "latents": latents.state_dict(),
+                        "logs": logs.state_dict(),
+                        "epochs_done": epochs_done,
+                        "seconds": seconds,
+                        "elapsed": time.time() - started,
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device)
+                        if device.type == "cuda"
+                        else None,
+                    },
+                )
+
+        failures = {}
+        for divergence in population.divergences:
+            epoch = (divergence.batch - 1) // per_epoch
+            failures[divergence.member] = {
+                "message": f"non-finite {divergence.loss_name} at training batch "
+                f"{divergence.batch} (epoch {epoch})",
+                "loss": divergence.loss_name,
+                "batch": divergence.batch,
+                "epoch": epoch,
+            }
+        steps = (population.optimizer_d.steps + population.optimizer_g.steps).tolist()
+        results = []
+        wall = time.time() - started
+        for k, member in enumerate(members):
+            result = {
+                "status": "diverged" if k in failures else "completed",
+                "failure": failures.get(k),
+                "wall_time_s": round(
+                    wall / size, 3
+                ),  # the population's time, shared by its members
+                "epochs_completed": int(epochs_done[k]),
+                "optimizer_steps": int(steps[k]),
+                "metrics": logs.metrics(k),
+                **member.runtime,
+                "population": {
+                    "size": size,
+                    "wall_time_s": round(wall, 3),
+                    "device": str(device),
+                    **{f"{name}_s": round(value, 3) for name, value in seconds.items()},
+                    "training_batches": int(population.batches),
+                },
+            }
+            write_json_atomic(member.output_dir / "metrics.json", result)
+            member.result = result
+            results.append(result)
+        logs.close([r["status"] for r in results])
+        checkpoint_path.unlink(missing_ok=True)  # every member's results are written
+        done = size - len(failures)
+        log.info("population done in %.1f s: %d completed, %d diverged", wall, done, len(failures))
+        return results
+    except BaseException:
+        logs.close(["failed"] * size)
+        raise
 
 
 def _validation_batches(trainer_cfg, datamodule):

@@ -248,9 +248,9 @@ def train_population(members: list[Member]) -> list[dict]:
                         "seconds": seconds,
                         "elapsed": time.time() - started,
                         "rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state(device)
-                        if device.type == "cuda"
-                        else None,
+                        "cuda_rng": (
+                            torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+                        ),
                     },
                 )
 
@@ -271,9 +271,8 @@ def train_population(members: list[Member]) -> list[dict]:
             result = {
                 "status": "diverged" if k in failures else "completed",
                 "failure": failures.get(k),
-                "wall_time_s": round(
-                    wall / size, 3
-                ),  # the population's time, shared by its members
+                # the population's time, shared by its members
+                "wall_time_s": round(wall / size, 3),
                 "epochs_completed": int(epochs_done[k]),
                 "optimizer_steps": int(steps[k]),
                 "metrics": logs.metrics(k),

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from src.utils.files import save_figure
+
 
 def read_curve(run: Path) -> dict[str, list[float]]:
     """{key: values per epoch} for every key logged at epoch level in ``run/csv/metrics.csv``, in
@@ -102,8 +104,7 @@ def plot(curves: dict[str, dict], x: str, y: str, out: Path, log_y: bool = False
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
 
 

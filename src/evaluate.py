@@ -34,6 +34,7 @@ def evaluate(cfg: DictConfig) -> dict:
     import time
 
     from src.runs.checkpoints import load_checkpoint, run_data
+    from src.runs.cli import check_writable
     from src.sampling import is_translator
     from src.utils import ConfigError, write_json_atomic
     from src.utils.schema import check_schema
@@ -41,6 +42,11 @@ def evaluate(cfg: DictConfig) -> dict:
     check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
     trained_g_instead = not cfg.use_ema and getattr(model, "generator_ema", None) is not None
+    name = "evaluation.json" if cfg.baseline is None else f"evaluation_{cfg.baseline}.json"
+    if trained_g_instead:
+        name = "evaluation_trained_g.json"  # never over the EMA's evaluation.json
+    out = Path(cfg.out) if cfg.out else Path(cfg.ckpt_path).resolve().parent.parent / name
+    check_writable(out, "out" if cfg.out else "out (the checkpoint's run folder)")
     if trained_g_instead:
         model.generator_ema = None  # sampling_generator falls back to the trained G
     model.to(cfg.device)
@@ -64,10 +70,6 @@ def evaluate(cfg: DictConfig) -> dict:
             "seconds": round(time.perf_counter() - started, 2),
         }
     )
-    name = "evaluation.json" if cfg.baseline is None else f"evaluation_{cfg.baseline}.json"
-    if trained_g_instead:
-        name = "evaluation_trained_g.json"  # never over the EMA's evaluation.json
-    out = Path(cfg.out) if cfg.out else Path(cfg.ckpt_path).resolve().parent.parent / name
     write_json_atomic(out, result)
     print(json.dumps(result, indent=2))
     return result

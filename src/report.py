@@ -18,6 +18,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from src.utils.files import atomic_path, save_figure, write_text_atomic
+
 MODEL_NAMES = {
     "GAN": "GAN",
     "EBGAN": "EBGAN",
@@ -225,7 +227,7 @@ def _histograms(rows, key, path, title, lower_is_better=False):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return True
 
@@ -304,7 +306,7 @@ def _heatmaps(rows, path):
         ax.set_title(f"{model}: {stat} IS")
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=70)
+    save_figure(fig, path, dpi=70)
     plt.close(fig)
     return True
 
@@ -329,7 +331,7 @@ def _precision_recall(rows, path):
     axes[0].set_ylim(0, 1)
     fig.suptitle("One point per run; k-NN manifolds of the pinned classifier's features (k = 5)")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return True
 
@@ -351,7 +353,7 @@ def _gan_optimizers(rows, path):
     ax.set_ylabel("IS")
     ax.set_title("GAN: inception score by optimisers and learning rate")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return True
 
@@ -380,7 +382,7 @@ def _best_samples(rows, path):
         ax.set_title(f"{model}: IS {top['is']:.2f}, FID {top['fid']:.1f}\n{label}", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return True
 
@@ -396,7 +398,7 @@ def _fmt(value) -> str:
 def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> dict:
     rows = [row for folder in folders for row in collect(Path(folder))]
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "runs.csv", "w", newline="") as handle:
+    with atomic_path(out / "runs.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -445,7 +447,7 @@ def write_report(folders: list[Path], out: Path, is_threshold: float = 8.0) -> d
         rows, key=lambda r: (r["model"], -(r["is"] if isinstance(r["is"], float) else -1e9))
     )
     lines += ["| " + " | ".join(_fmt(r[c]) for c in shown) + " |" for r in order]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     return {"rows": rows, "summary": summary, "figures": figures, "seed_spread": spread}
 
 

@@ -43,7 +43,9 @@ def sample(cfg: DictConfig) -> str:
     import numpy as np
 
     from src.runs.checkpoints import load_checkpoint
+    from src.runs.cli import check_writable
     from src.sampling import generate, is_translator, save_grid, to_uint8
+    from src.utils.files import atomic_path
 
     check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
     out = Path(cfg.out)
@@ -53,6 +55,7 @@ def sample(cfg: DictConfig) -> str:
         )
     if cfg.n < 1:
         raise ConfigError(f"n={cfg.n}: must be >= 1")
+    check_writable(out, "out")  # before the sampling, not after it
     model, _ = load_checkpoint(cfg.ckpt_path)
     if is_translator(model):
         raise ConfigError(
@@ -61,12 +64,12 @@ def sample(cfg: DictConfig) -> str:
         )
     labels, columns = labels_and_columns(model, cfg.n, cfg.get("class"), cfg.ckpt_path)
     images = generate(model.to(cfg.device), cfg.n, seed=cfg.seed, labels=labels)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         arrays = {"images": to_uint8(images).numpy()}
         if labels is not None:
             arrays["labels"] = labels.numpy()
-        np.savez_compressed(out, **arrays)
+        with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
     else:
         save_grid(images, out, columns)
     what = "" if cfg.get("class") is None else f" of class {cfg['class']}"

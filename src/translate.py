@@ -31,6 +31,7 @@ def translate(cfg: DictConfig) -> Path:
     from src.data.translation import image_files, read_images
     from src.runs.checkpoints import load_checkpoint, run_data
     from src.sampling import image_grid, is_translator, to_uint8, translate_images, with_channels
+    from src.utils.files import atomic_path
 
     check_schema(cfg)
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
@@ -71,12 +72,14 @@ def translate(cfg: DictConfig) -> Path:
         shown.append(targets)
     if files is not None:
         arrays["files"] = np.array(files)
-    np.savez_compressed(out_dir / f"{name}.npz", **arrays)
+    with atomic_path(out_dir / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
     channels = max(x.shape[1] for x in shown)
     shown = [with_channels(x, channels) for x in shown]
     per_image = len(shown)
     rows = torch.stack(shown, dim=1).flatten(0, 1)[: cfg.grid_images * per_image]
-    save_image(image_grid(rows, per_image * 4), out_dir / f"{name}.png")
+    with atomic_path(out_dir / f"{name}.png") as tmp:
+        save_image(image_grid(rows, per_image * 4), tmp, format="png")
     print(f"translated {inputs.shape[0]} images ({cfg.direction}); wrote {out_dir / name}.png/.npz")
     return out_dir / f"{name}.npz"
 

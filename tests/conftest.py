@@ -72,30 +72,38 @@ def compose_script(name: str, *overrides: str, data_dir: str):
 FAST = ["debug=fast", "print_config=false"]
 
 
+def compose_train(
+    overrides, output_dir, data_dir: str, tiny: bool = True, keep_metrics: bool = False
+) -> DictConfig:
+    """conf/train.yaml composed with ``overrides`` after FAST (and the TINY nets of the selected
+    arch), writing into ``output_dir``; also used by the processes the fault tests start."""
+    given = {o.split("=", 1)[0] for o in overrides}
+    defaults = [o for o in FAST if o.split("=", 1)[0] not in given]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=defaults + list(overrides))
+        if tiny:  # shrink the nets of whichever arch the overrides (or an experiment) selected
+            arch = cfg.arch.generator._target_.split(".")[-1].replace("Generator", "").lower()
+            defaults += [o for o in TINY[arch] if o.split("=", 1)[0] not in given]
+            # InfoGAN's code takes num_codes of the tiny nets' 8 latent inputs
+            if cfg.model._target_.endswith("InfoGAN") and "model.num_codes" not in given:
+                defaults.append("model.num_codes=4")
+            cfg = compose(config_name="train", overrides=defaults + list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        cfg.paths.data_dir = data_dir
+        if cfg.get("callbacks"):
+            cfg.callbacks.pop("progress_bar", None)  # keep test logs readable
+            if not keep_metrics:  # scoring 10k samples is for real runs, not unit tests
+                cfg.callbacks.pop("generative_metrics", None)
+    return cfg
+
+
 @pytest.fixture
 def make_cfg(tmp_path, data_dir):
     """compose(overrides) -> a config writing into tmp_path, with a few-batch CPU trainer."""
 
     def _make(*overrides: str, tiny: bool = True, keep_metrics: bool = False) -> DictConfig:
-        given = {o.split("=", 1)[0] for o in overrides}
-        defaults = [o for o in FAST if o.split("=", 1)[0] not in given]
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name="train", overrides=defaults + list(overrides))
-            if tiny:  # shrink the nets of whichever arch the overrides (or an experiment) selected
-                arch = cfg.arch.generator._target_.split(".")[-1].replace("Generator", "").lower()
-                defaults += [o for o in TINY[arch] if o.split("=", 1)[0] not in given]
-                # InfoGAN's code takes num_codes of the tiny nets' 8 latent inputs
-                if cfg.model._target_.endswith("InfoGAN") and "model.num_codes" not in given:
-                    defaults.append("model.num_codes=4")
-                cfg = compose(config_name="train", overrides=defaults + list(overrides))
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path)
-            cfg.paths.log_dir = str(tmp_path)
-            cfg.paths.data_dir = data_dir
-            if cfg.get("callbacks"):
-                cfg.callbacks.pop("progress_bar", None)  # keep test logs readable
-                if not keep_metrics:  # scoring 10k samples is for real runs, not unit tests
-                    cfg.callbacks.pop("generative_metrics", None)
-        return cfg
+        return compose_train(overrides, tmp_path, data_dir, tiny=tiny, keep_metrics=keep_metrics)
 
     return _make

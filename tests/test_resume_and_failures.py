@@ -277,6 +277,6 @@ def test_a_run_relaunched_into_its_folder_overwrites_the_stale_checkpoint(make_c
     (tmp_path / "metrics.json").write_text(json.dumps(written))
     train(make_cfg("model=ebgan", "trainer.limit_train_batches=3"))
     checkpoints = tmp_path / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
     saved = torch.load(checkpoints / "last.ckpt", weights_only=False, map_location="cpu")
     assert saved["global_step"] == 6  # the second run's 3 batches x (D + G step)

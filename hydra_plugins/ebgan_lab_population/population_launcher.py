@@ -299,7 +299,16 @@ class PopulationLauncher(Launcher):
             )
         ]
         log.info("%d populations: sizes %s", len(chunks), [len(c) for c in chunks])
-        for chunk, results in zip(chunks, self._train(chunks), strict=True):
+        try:
+            trained = self._train(chunks)
+        except KeyboardInterrupt as err:  # Ctrl-C / SIGTERM: the members say interrupted
+            log.error(
+                "interrupted (%s): the running members recorded status interrupted; the same "
+                "command resumes them from their last finished epoch",
+                err or "Ctrl-C",
+            )
+            raise SystemExit(130) from None
+        for chunk, results in zip(chunks, trained, strict=True):
             for (i, member, described), result in zip(chunk, results, strict=True):
                 member.result = result
                 metric = member.cfg.get("optimized_metric")
@@ -324,9 +333,18 @@ class PopulationLauncher(Launcher):
         # the costliest populations first: the workers then finish close together (longest
         # processing time first; the reduced EBGAN grid's 4 populations: 12 s apart -> ~1 s)
         order = sorted(range(len(chunks)), key=lambda i: -population_cost(chunks[i]))
-        with ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=context) as pool:
+        from src.utils.signals import sigterm_as_interrupt
+
+        with sigterm_as_interrupt(), ProcessPoolExecutor(self.n_jobs, mp_context=context) as pool:
             futures = {
                 i: pool.submit(train_population_or_record_failure, members[i], threads)
                 for i in order
             }
-            return [futures[i].result() for i in range(len(chunks))]
+            try:
+                return [futures[i].result() for i in range(len(chunks))]
+            except KeyboardInterrupt:
+                # SIGTERM to the workers: each records its members interrupted, then exits
+                for process in list(pool._processes.values()):
+                    process.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise

@@ -18,6 +18,7 @@ from src.sampling import (
     requested_labels,
     translation_triplets,
 )
+from src.utils.files import atomic_path
 
 #: a translator's grid shows this many (input | output | target) triplets a row
 TRIPLETS_PER_ROW = 4
@@ -89,8 +90,9 @@ class SampleGrid(Callback):
             grid = torch.cat([grid, gap, pairs], dim=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"epoch_{trainer.current_epoch:03d}.png"
-        save_image(grid, path)
-        save_image(grid, self.dirpath / "last.png")
+        for target in (path, self.dirpath / "last.png"):
+            with atomic_path(target) as tmp:
+                save_image(grid, tmp, format="png")
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples", images=[str(path)])  # at the logger's current step

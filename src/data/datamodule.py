@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from lightning import LightningDataModule
 
 from src.data.idx import load_split
+from src.utils.errors import ConfigError
 
 NATIVE_SIZE = 28
 
@@ -157,7 +158,7 @@ class ImageDataModule(LightningDataModule):
         top_label = int(max(labels.max(), test_labels.max()))
         # conditional nets one-hot encode labels into num_classes slots
         if top_label >= self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"data.num_classes={self.num_classes}, but {self.dataset} has label {top_label}"
             )
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from src.utils.errors import UserError
+
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -62,7 +64,7 @@ DATASETS = {
 }
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset file is missing, unreadable or not the expected content."""
 
 

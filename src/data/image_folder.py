@@ -2,7 +2,8 @@
 64-128 px for the generative models, as the EBGAN and BEGAN papers trained on them.
 
 Every image is centre-cropped to a square and resized once into a uint8 cache file
-(``<cache_dir>/<key>.npy``, with a progress bar; the key hashes the folder's file list, sizes and
+(``<cache_dir>/<key>.npy``, with a progress bar, and its sha256 checked on every load: a damaged
+cache is moved aside and built again; the key hashes the folder's file list, sizes and
 times, the image size, channels and split seed, so a changed folder gets a new cache). The rows are
 stored in a seeded shuffled order, so the test / val / train splits are contiguous slices: the
 file is loaded into memory when it fits in half the available RAM, else memory-mapped and read
@@ -22,6 +23,7 @@ import torch
 
 from src.data.datamodule import ImageDataModule
 from src.data.translation import IMAGE_SUFFIXES, FolderError, read_image
+from src.utils.files import DamagedFileError, checked_path, set_aside, verify
 
 log = logging.getLogger(__name__)
 IN_MEMORY = ("auto", "always", "never")
@@ -51,19 +53,19 @@ def cache_key(root: Path, files: list[Path], image_size: int, channels: int, see
 def build_cache(
     files: list[Path], order: np.ndarray, image_size: int, channels: int, out: Path
 ) -> None:
-    """Write files[order] as uint8 [N, C, S, S] to ``out`` (.npy), through a temporary file: an
-    interrupted build leaves no half cache behind."""
+    """Write files[order] as uint8 [N, C, S, S] to ``out`` (.npy) with its sha256, through a
+    temporary file: an interrupted build or an unreadable image leaves nothing behind."""
     from tqdm import tqdm
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial.npy")
     shape = (len(files), channels, image_size, image_size)
-    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-    for row, index in enumerate(tqdm(order, desc=f"caching {out.name}", unit="img")):
-        array[row] = read_image(files[index], image_size, channels).numpy()
-    array.flush()
-    del array
-    os.replace(partial, out)
+    with checked_path(out) as partial:
+        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+        try:
+            for row, index in enumerate(tqdm(order, desc=f"caching {out.name}", unit="img")):
+                array[row] = read_image(files[index], image_size, channels).numpy()
+            array.flush()
+        finally:
+            del array
 
 
 def available_memory() -> int:
@@ -135,6 +137,11 @@ class ImageFolderDataModule(ImageDataModule):
             )
         key = cache_key(self.root, files, self.image_size, self.channels, self.split_seed)
         self.cache_path = self.cache_dir / f"{self.root.name}_{self.image_size}px_{key}.npy"
+        if self.cache_path.is_file():
+            try:  # a cache damaged since it was built is built again, never read
+                verify(self.cache_path)
+            except DamagedFileError as err:
+                set_aside(self.cache_path, err.reason)
         if not self.cache_path.is_file():
             order = torch.randperm(
                 len(files), generator=torch.Generator().manual_seed(self.split_seed)

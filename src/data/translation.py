@@ -20,6 +20,7 @@ from lightning import LightningDataModule
 
 from src.data.datamodule import InMemoryBatches, resize_uint8
 from src.data.idx import load_split
+from src.utils.errors import ConfigError, UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 NO_LABEL = -1
@@ -205,7 +206,7 @@ class TranslationBatches:
 
 
 # ----------------------------------------------------------------------------- folders
-class FolderError(ValueError):
+class FolderError(UserError, ValueError):
     """A translation folder that cannot be read: names the folder or file and what is wrong."""
 
 
@@ -332,7 +333,7 @@ class TranslationDataModule(LightningDataModule):
         self.splits["val"], self.splits["train"] = self._hold_out(train)
         self.splits["test"] = test
         if len(self.splits["train"]) < self.batch_size:  # else an epoch would have no batch
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size={self.batch_size} is more than the {len(self.splits['train'])} "
                 f"training pairs / images of data.task={self.task}: lower data.batch_size"
             )

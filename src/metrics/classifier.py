@@ -16,13 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.utils.errors import UserError
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
 INPUT_SIZE = 28
 NUM_FEATURES = 128
 
 
-class ClassifierError(RuntimeError):
+class ClassifierError(UserError, RuntimeError):
     """The pinned classifier's weights are missing or are not the pinned ones."""
 
 

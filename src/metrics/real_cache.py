@@ -4,8 +4,12 @@ the same set (~6 s of a 1-thread run, ~3 s on 2 threads, for 10 000 MNIST test i
 
 An entry is keyed by everything its values depend on: the classifier file's sha256 and feature
 scale, the real images' bytes, shape and dtype, the device (type, GPU model), the torch version
-and the TF32 settings (kernels round differently). A missing or unreadable entry is computed
-again; entries are written atomically, so runs of a sweep may share the folder.
+and the TF32 settings (kernels round differently). Entries are written atomically with a sha256
+(src/utils/files.py), so runs of a sweep may share the folder. An entry is used only if its
+checksum holds, it names its own key, and the caller's ``check`` finds it right (shapes, finite
+values, a recomputed sample of rows: src/metrics/scores.py); otherwise it is named in a warning,
+moved aside (``real_<key>.pt.damaged-<time>``) and computed again, so a damaged cache can cost
+time but never change a score.
 ``EBGAN_LAB_CACHE`` names the folder (default ``$XDG_CACHE_HOME/ebgan_lab`` or
 ``~/.cache/ebgan_lab``); ``EBGAN_LAB_CACHE=off`` turns the cache off.
 """
@@ -15,15 +19,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from src.utils.files import DamagedFileError, load_torch_checked, save_torch_checked, set_aside
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "EBGAN_LAB_CACHE"
 #: bumped when what an entry holds, or how it is computed, changes
-FORMAT = 2  # 2: the classifier in channels-last memory format
+FORMAT = 3  # 2: the classifier in channels-last memory format; 3: checksummed, key inside
 
 
 def cache_dir() -> Path | None:
@@ -56,27 +63,35 @@ def real_set_key(classifier, images: torch.Tensor, device: torch.device) -> str:
     return digest.hexdigest()[:32]
 
 
-def load(key: str) -> dict | None:
+def entry_path(key: str) -> Path | None:
     folder = cache_dir()
-    path = None if folder is None else folder / f"real_{key}.pt"
+    return None if folder is None else folder / f"real_{key}.pt"
+
+
+def load(key: str, check: Callable[[dict], str | None] | None = None) -> dict | None:
+    """The entry cached under ``key``, or None (absent, cache off, or damaged: then set aside).
+    ``check(entry)`` returns what is wrong with an entry that reads fine, or None."""
+    path = entry_path(key)
     if path is None or not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file: computed again, and rewritten
-        log.warning("ignoring unreadable cache entry %s (%s)", path, err)
+        entry = load_torch_checked(path, map_location="cpu", weights_only=True)
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            raise DamagedFileError(path, "it is not the entry of this real set (another key)")
+        problem = check(entry) if check is not None else None
+        if problem:
+            raise DamagedFileError(path, problem)
+    except DamagedFileError as err:
+        set_aside(path, err.reason)
         return None
+    return entry
 
 
 def save(key: str, entry: dict) -> None:
-    folder = cache_dir()
-    if folder is None:
+    path = entry_path(key)
+    if path is None:
         return
-    partial = folder / f"real_{key}.{os.getpid()}.tmp"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(entry, partial)
-        os.replace(partial, folder / f"real_{key}.pt")
+        save_torch_checked({**entry, "key": key}, path)
     except Exception as err:  # a read-only home, a full disk: scoring goes on, uncached
-        log.warning("could not cache the real features in %s (%s)", folder, err)
-        partial.unlink(missing_ok=True)
+        log.warning("could not cache the real features in %s (%s)", path.parent, err)

@@ -19,6 +19,9 @@ from src.metrics.classifier import NUM_FEATURES, load_classifier, to_classifier_
 from src.metrics.manifold import ManifoldScores
 from src.metrics.sharpness import blank_share
 
+#: rows of a cached real set recomputed on every read, to catch an entry with the wrong contents
+CACHE_CHECK_ROWS = 16
+
 # a class "is covered" when it gets at least this share of the samples (a tenth of uniform's 10 %)
 COVERAGE_THRESHOLD = 0.01
 
@@ -91,7 +94,10 @@ class GenerativeScores:
         # the classifier's pass over the real set and its k-NN radii, from the on-disk cache when
         # an earlier run computed them for the same set (src/metrics/real_cache.py)
         key = real_cache.real_set_key(self.classifier, real_images, self.device)
-        cached = real_cache.load(key) or {}
+        cached = (
+            real_cache.load(key, check=lambda e: self._cache_problem(e, real_images, nearest_k))
+            or {}
+        )
         real_features = cached.get("features")
         if real_features is None:
             real_features = torch.cat(list(self._features(real_images)))
@@ -111,6 +117,34 @@ class GenerativeScores:
             real_cache.save(key, cached)
         real_classes = self.classifier.logits_from_features(real_features).argmax(1)
         self.real_within_class_distances = within_class_distances(real_features, real_classes)
+
+    @torch.no_grad()
+    def _cache_problem(self, entry: dict, real_images: torch.Tensor, k: int) -> str | None:
+        """What is wrong with a cached real-set entry that read back fine, or None: shapes, values,
+        and a sample of rows recomputed (features by the classifier, radii from the features)."""
+        features, radii = entry.get("features"), entry.get(f"radii_k{k}")
+        n = real_images.shape[0]
+        if not isinstance(features, torch.Tensor) or features.ndim != 2 or len(features) != n:
+            shape = list(features.shape) if isinstance(features, torch.Tensor) else None
+            return f"its features have shape {shape}, not [{n}, features]"
+        if radii is not None and (not isinstance(radii, torch.Tensor) or radii.shape != (n,)):
+            return f"its k-NN radii have shape {list(getattr(radii, 'shape', []))}, not [{n}]"
+        values = [features] + ([radii] if radii is not None else [])
+        if not all(torch.isfinite(v).all() for v in values):
+            return "it holds NaN or infinite values"
+        rows = torch.linspace(0, n - 1, min(n, CACHE_CHECK_ROWS)).long()
+        fresh = torch.cat(list(self._features(real_images[rows]))).cpu()
+        # batch composition changes the last bits of a convolution's result, not more
+        if fresh.shape != features[rows].shape or not torch.allclose(
+            fresh, features[rows].float(), rtol=1e-3, atol=1e-3 * float(fresh.abs().mean())
+        ):
+            return "its features are not the classifier's features of these real images"
+        if radii is not None:
+            distances = torch.cdist(features[rows].float(), features.float())
+            kth = distances.topk(k + 1, dim=1, largest=False).values[:, -1]
+            if not torch.allclose(kth, radii[rows].float(), rtol=1e-4, atol=1e-6):
+                return f"its k={k} nearest-neighbour radii do not follow from its features"
+        return None
 
     @torch.no_grad()
     def _features(self, images: torch.Tensor):

@@ -13,13 +13,13 @@ import logging
 
 import torch
 
+from src.runs.loggers import build_loggers
+
 log = logging.getLogger(__name__)
 
 
 class MemberLogs:
     def __init__(self, members, models, lrs: dict[str, list[float]], log_every_n_steps: int):
-        from src.runs.training import build_loggers
-
         self.size = len(members)
         self.log_every_n_steps = int(log_every_n_steps)  # 0: never, as Lightning
         self.lrs = lrs  # {"lr_g": [K], "lr_d": [K]}: constant for the models a population trains
@@ -78,6 +78,13 @@ class MemberLogs:
 
     def load_state_dict(self, state: dict) -> None:
         self.train, self.val = state["train"], state["val"]
+
+    def flush(self) -> None:
+        """Write what the members' loggers hold in memory (before the population's state is saved,
+        so a member's curves on disk reach as far as the state a relaunch resumes from)."""
+        for loggers in self.loggers:
+            for logger in loggers:
+                logger.save()
 
     def close(self, statuses: list[str]) -> None:
         """Finish every member's loggers once (W&B: exit code 1 unless it completed). A logger

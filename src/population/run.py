@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,20 @@ from torchvision.utils import save_image
 from src.metrics.sharpness import blank_share
 from src.population.member_logs import MemberLogs, validation_values
 from src.population.step import Population
+from src.runs.checkpoints import lightning_resume_state, save_checkpoint_file
+from src.runs.training import batches_per_epoch, check_training_batches
 from src.sampling import image_grid
 from src.utils import check_paths, validate_config, write_json_atomic
+from src.utils.errors import UserError
+from src.utils.files import (
+    DamagedFileError,
+    atomic_path,
+    checksum_path,
+    load_torch_checked,
+    save_torch_checked,
+    set_aside,
+)
+from src.utils.signals import sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +52,6 @@ class Member:
     output_dir: Path
     runtime: dict = field(default_factory=lambda: {"overrides": [], "choices": {}})
     result: dict | None = None
-
-
-def _batches_per_epoch(limit, available: int) -> int:
-    if isinstance(limit, float) and limit <= 1.0:
-        return max(1, int(available * limit))
-    return min(int(limit), available)
 
 
 def _build_member(cfg: DictConfig):
@@ -141,7 +146,7 @@ def train_population(members: list[Member]) -> list[dict]:
     models = [_build_member(cfg) for cfg in cfgs]
     datamodule = instantiate(first.data)
     datamodule.prepare_data()
-    datamodule.setup()
+    check_training_batches(first, datamodule)  # none: an error naming the key, not "completed"
     population = Population(
         models, device, cuda_graphs=bool(OmegaConf.select(first, "model.cuda_graphs"))
     )
@@ -152,7 +157,7 @@ def train_population(members: list[Member]) -> list[dict]:
     epoch_box = [0]
     # the training split lives on the device; a single run's batch order, epoch by epoch
     loader = datamodule.train_batches(lambda: epoch_box[0], device=device)
-    per_epoch = _batches_per_epoch(first.trainer.limit_train_batches, len(loader))
+    per_epoch = batches_per_epoch(first.trainer.limit_train_batches, len(loader))
     latents = LatentStream(
         models,
         [cfg.seed for cfg in cfgs],
@@ -178,8 +183,8 @@ def train_population(members: list[Member]) -> list[dict]:
         seconds = {"setup": time.time() - started, "training": 0.0, "epoch_end": 0.0}
         checkpoint_path = population_checkpoint_path(members)
         first_epoch = 0
-        if checkpoint_path.is_file():  # an interrupted population: on from its last finished epoch
-            saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        saved = _load_population(checkpoint_path, device)
+        if saved is not None:  # an interrupted population: on from its last finished epoch
             population.load_state_dict(saved["population"])
             latents.load_state_dict(saved["latents"])
             # a checkpoint of the code before members' loggers kept train_logs / val_logs
@@ -236,6 +241,7 @@ def train_population(members: list[Member]) -> list[dict]:
             )
             seconds["epoch_end"] += time.perf_counter() - epoch_started
             if epoch + 1 < max_epochs:
+                logs.flush()  # the members' curves on disk reach the state saved next
                 _save_population(
                     checkpoint_path,
                     {
@@ -290,6 +296,7 @@ def train_population(members: list[Member]) -> list[dict]:
             results.append(result)
         logs.close([r["status"] for r in results])
         checkpoint_path.unlink(missing_ok=True)  # every member's results are written
+        checksum_path(checkpoint_path).unlink(missing_ok=True)
         done = size - len(failures)
         log.info("population done in %.1f s: %d completed, %d diverged", wall, done, len(failures))
         return results
@@ -306,7 +313,7 @@ def _validation_batches(trainer_cfg, datamodule):
     if not limit or not every:
         return None
     loader = datamodule.val_dataloader()
-    count = _batches_per_epoch(limit, len(loader))
+    count = batches_per_epoch(limit, len(loader))
     return list(itertools.islice(loader, count)), int(every)
 
 
@@ -368,8 +375,9 @@ def _epoch_end(
             folder = members[k].output_dir / "samples"
             folder.mkdir(parents=True, exist_ok=True)
             grid = image_grid(images[k], columns)
-            save_image(grid, folder / f"epoch_{epoch:03d}.png")
-            save_image(grid, folder / "last.png")
+            for name in (f"epoch_{epoch:03d}.png", "last.png"):
+                with atomic_path(folder / name) as tmp:
+                    save_image(grid, tmp, format="png")
             logs.log_image(k, folder / f"epoch_{epoch:03d}.png", step)
     metrics_cfg = callbacks.get("generative_metrics")
     due = metrics_cfg and ((epoch + 1) % metrics_cfg.every_n_epochs == 0 or epoch + 1 == max_epochs)
@@ -406,11 +414,25 @@ def _epoch_end(
 
 
 def _save_population(path: Path, state: dict) -> None:
-    """Write the population's state after an epoch, atomically (a kill mid-write keeps the last)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    """The population's state after an epoch: atomic, with its checksum (src/utils/files.py)."""
+    save_torch_checked(state, path)
+
+
+def _load_population(path: Path, device: torch.device) -> dict | None:
+    """The state an interrupted population saved after its last finished epoch, or None. A damaged
+    file (its checksum fails, or torch cannot read it) is named, moved aside, and the population
+    starts again from its first epoch: a relaunch completes instead of failing every time."""
+    if not path.is_file():
+        return None
+    try:
+        saved = load_torch_checked(path, map_location=device, weights_only=False)
+        if not isinstance(saved, dict) or "population" not in saved:
+            raise DamagedFileError(path, "not a population state (no 'population' key)")
+        return saved
+    except DamagedFileError as err:
+        set_aside(path, err.reason)
+        log.warning("population state %s unusable: training its members from the start", path)
+        return None
 
 
 def _save_member(
@@ -419,8 +441,6 @@ def _save_member(
     """Member k as its own model's checkpoint: weights, batch-norm statistics, run config, and
     what Lightning resumes from (its optimizers' states as torch's own optimizers hold them, the
     loop counters), so ``ckpt_path=`` continues it as a single run."""
-    from src.runs.checkpoints import lightning_resume_state
-
     pairs_g = population.generator.member_pairs(k, model.generator)
     pairs_d = population.discriminator.member_pairs(k, model.discriminator)
     population.generator.unstack(k, model.generator)
@@ -437,27 +457,42 @@ def _save_member(
         "optimizer_states": [optimizer_g.state_dict(), optimizer_d.state_dict()],
         "run_config": model.run_config,
     }
-    torch.save(checkpoint, folder / "last.ckpt")
+    save_checkpoint_file(checkpoint, folder / "last.ckpt")
+
+
+def _record(members: list[Member], status: str, message: str) -> list[dict]:
+    """metrics.json of every member without results: a population that crashed (``failed``) or
+    was stopped (``interrupted``: Ctrl-C, SIGTERM; a relaunch resumes it from its last epoch)."""
+    results = []
+    for member in members:
+        result = {
+            "status": status,
+            "failure": {"message": message},
+            "metrics": {},
+            **member.runtime,
+        }
+        write_json_atomic(member.output_dir / "metrics.json", result)
+        member.result = result
+        results.append(result)
+    return results
 
 
 def train_population_or_record_failure(members: list[Member], threads: int | None = None) -> list:
     """``train_population``, but a crash is recorded as status failed for every member (and the
-    sweep goes on); also the entry point of the launcher's worker processes."""
+    sweep goes on), Ctrl-C or SIGTERM as ``interrupted`` (then re-raised: the sweep stops, as a
+    single run's does); also the entry point of the launcher's worker processes."""
     if threads:
         torch.set_num_threads(threads)
     try:
-        return train_population(members)
+        with sigterm_as_interrupt():
+            return train_population(members)
+    except KeyboardInterrupt as err:
+        log.warning("population interrupted (%s); a relaunch resumes it", err or "Ctrl-C")
+        _record(members, "interrupted", f"KeyboardInterrupt: {err}")
+        raise
+    except UserError as err:  # bad input (a damaged file, no batch to train on): its own line
+        log.error("population failed: %s", err)
+        return _record(members, "failed", str(err))
     except Exception as err:
         log.exception("population failed")
-        results = []
-        for member in members:
-            result = {
-                "status": "failed",
-                "failure": {"message": f"{type(err).__name__}: {err}"},
-                "metrics": {},
-                **member.runtime,
-            }
-            write_json_atomic(member.output_dir / "metrics.json", result)
-            member.result = result
-            results.append(result)
-        return results
+        return _record(members, "failed", f"{type(err).__name__}: {err}")

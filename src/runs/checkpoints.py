@@ -7,9 +7,38 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import OmegaConf
 
 from src.utils import ConfigError
+from src.utils.files import DamagedFileError, checksum_path, save_torch_checked, verify
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but written beside the target and renamed, with a sha256
+    (Lightning's own goes through a temporary file in /tmp, then a copy: a full disk or a kill left
+    a truncated ``last.ckpt`` in place of the last good one); verified when a fit resumes."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        save_torch_checked(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        try:
+            verify(path, required=False)
+        except DamagedFileError as err:
+            raise ConfigError(f"ckpt_path={err}") from err
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+    def remove_checkpoint(self, path) -> None:
+        super().remove_checkpoint(path)
+        checksum_path(path).unlink(missing_ok=True)
+
+
+def save_checkpoint_file(checkpoint: dict, path: str | Path) -> None:
+    """A checkpoint written outside a Trainer (a population's members), as a Trainer writes it."""
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict:
@@ -21,6 +50,10 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
             f"ckpt_path={path}: no such file (a run keeps its checkpoint at "
             "<run>/checkpoints/last.ckpt)"
         )
+    try:  # checkpoints written since checksums were added carry one; older ones are read as is
+        verify(path, required=False)
+    except DamagedFileError as err:
+        raise ConfigError(f"ckpt_path={err}") from err
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch's messages for a truncated zip, a text file, random bytes …
@@ -37,6 +70,52 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
             f"holds {found}; a run's checkpoint has state_dict and run_config)"
         )
     return checkpoint
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+#: the config groups whose values make a model's tensors what they are
+SHAPE_GROUPS = ("arch", "model", "data")
+
+
+def check_resume_fits(model, cfg) -> None:
+    """``ckpt_path``'s weights have this run's model's tensor names and shapes; else a one-line
+    ConfigError naming the tensors and the config keys that differ (Lightning's own message is a
+    size-mismatch line per tensor, hundreds of lines)."""
+    path = cfg.ckpt_path
+    saved = read_checkpoint(path)
+    theirs, own = saved["state_dict"], model.state_dict()
+    differing = sorted(
+        [f"{k} (only here)" for k in own.keys() - theirs.keys()]
+        + [f"{k} (only in the checkpoint)" for k in theirs.keys() - own.keys()]
+        + [
+            f"{k} {list(theirs[k].shape)} there, {list(own[k].shape)} here"
+            for k in own.keys() & theirs.keys()
+            if theirs[k].shape != own[k].shape
+        ]
+    )
+    if not differing:
+        return
+    mine = _flat({g: OmegaConf.to_container(cfg[g], resolve=True) for g in SHAPE_GROUPS})
+    before = _flat({g: saved["run_config"].get(g) or {} for g in SHAPE_GROUPS})
+    changed = [  # the shallowest first: arch.sizeG before the nets' copies of it
+        f"{key}={before.get(key)!r} there, {mine.get(key)!r} here"
+        for key in sorted(mine.keys() | before.keys(), key=lambda k: (k.count("."), k))
+        if mine.get(key) != before.get(key) and not key.endswith("data_dir")
+    ]
+    raise ConfigError(
+        f"ckpt_path={path} holds other nets than this run builds ({len(differing)} tensors "
+        f"differ: {'; '.join(differing[:3])}{' …' if len(differing) > 3 else ''}). Settings that "
+        f"differ: {'; '.join(changed[:4]) or 'none found'}. Resume with the checkpoint's settings, "
+        "or train anew without ckpt_path"
+    )
 
 
 def load_checkpoint(ckpt_path: str | Path):

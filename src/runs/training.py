@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -18,9 +15,20 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.models.base import DivergenceError
+from src.runs.checkpoints import AtomicCheckpointIO, check_resume_fits
+from src.runs.loggers import build_loggers
 from src.runs.sweep_jobs import LAUNCH_ONLY_KEYS
-from src.utils import check_paths, hydra_runtime, is_multirun, validate_config, write_json_atomic
+from src.utils import (
+    ConfigError,
+    check_paths,
+    hydra_runtime,
+    is_multirun,
+    validate_config,
+    write_json_atomic,
+)
+from src.utils.errors import UserError
 from src.utils.printing import print_config_tree
+from src.utils.signals import sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -30,33 +38,6 @@ def _floats(metrics: dict) -> dict:
         key: float(value.detach().cpu()) if isinstance(value, torch.Tensor) else float(value)
         for key, value in metrics.items()
     }
-
-
-def _run_tags(cfg: DictConfig, choices: dict) -> list[str]:
-    """The run's tags plus what dashboards filter by: model, arch, dataset."""
-    model = choices.get("model") or cfg.model._target_.rsplit(".", 1)[-1].lower()
-    arch = (
-        choices.get("arch")
-        or cfg.arch.generator._target_.rsplit(".", 1)[-1].replace("Generator", "").lower()
-    )
-    data = cfg.data.get("dataset") or cfg.data.get("task")  # a translation task has no dataset
-    return list(dict.fromkeys([*cfg.get("tags", []), model, arch, data]))
-
-
-def build_loggers(cfg: DictConfig, choices: dict, concurrent: bool = False) -> list:
-    """The run's loggers (``cfg.logger``), tagged with its model, arch and dataset. ``concurrent``:
-    several runs log from this process at once (a population's members), each W&B logger then
-    opens a run of its own instead of joining the process's current one."""
-    tags = _run_tags(cfg, choices)
-    loggers = []
-    for logger_cfg in (cfg.get("logger") or {}).values():
-        if not logger_cfg:
-            continue
-        extra = {"tags": tags} if "tags" in logger_cfg else {}
-        if concurrent and str(logger_cfg.get("_target_", "")).endswith("WandbLogger"):
-            extra["reinit"] = "create_new"
-        loggers.append(instantiate(logger_cfg, **extra))
-    return loggers
 
 
 def instantiate_all(cfg: DictConfig):
@@ -81,6 +62,7 @@ def instantiate_all(cfg: DictConfig):
             isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks
         ),
         enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks),
+        plugins=[AtomicCheckpointIO()],  # checkpoints written beside their target and renamed
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(run_config)
@@ -107,23 +89,6 @@ def completed_before(output_dir: Path, overrides: list[str]) -> dict | None:
     return None
 
 
-@contextmanager
-def sigterm_as_interrupt():
-    """Preemption (SIGTERM) takes Ctrl-C's path: Lightning stops cleanly, a checkpoint is saved."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _close_wandb(trainer, failed: bool) -> None:
     """Each run closes its W&B run, also on failure, so runs of a multirun never merge."""
     if any(type(logger).__name__ == "WandbLogger" for logger in trainer.loggers):
@@ -131,6 +96,36 @@ def _close_wandb(trainer, failed: bool) -> None:
 
         if wandb.run is not None:
             wandb.finish(exit_code=1 if failed else 0)
+
+
+def batches_per_epoch(limit, available: int) -> int:
+    """Training batches an epoch takes under Lightning's ``limit_train_batches`` (a count or a
+    share of the ``available`` ones)."""
+    if isinstance(limit, float) and limit <= 1.0:
+        return available if limit == 1.0 else int(available * limit)
+    return min(int(limit), available)
+
+
+def check_training_batches(cfg: DictConfig, datamodule) -> int:
+    """The batches an epoch trains on; a ConfigError naming the key when there are none (the run
+    would otherwise "complete" without one optimizer step). Sets the data module up."""
+    datamodule.setup("fit")
+    available = len(datamodule.train_dataloader())
+    limit = OmegaConf.select(cfg, "trainer.limit_train_batches", default=1.0)
+    batches = batches_per_epoch(limit, available)
+    if available == 0:
+        split = datamodule.splits["train"]
+        raise ConfigError(
+            f"data.batch_size={datamodule.batch_size} is more than the {len(split[0])} training "
+            "images of the split (what data.val_size leaves): an epoch would have no batch; "
+            "lower data.batch_size"
+        )
+    if batches == 0:
+        raise ConfigError(
+            f"trainer.limit_train_batches={limit} leaves none of the {available} batches of an "
+            f"epoch: use a count >= 1 or a share >= {1 / available:.2g}"
+        )
+    return batches
 
 
 def train(cfg: DictConfig) -> dict:
@@ -155,8 +150,12 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)
-    # missing/corrupt data: a clear error now, not a traceback from inside fit
+    # missing/corrupt data, no batch to train on, a checkpoint of other nets: a clear error now,
+    # not a traceback from inside fit
     datamodule.prepare_data()
+    check_training_batches(cfg, datamodule)
+    if cfg.get("ckpt_path"):
+        check_resume_fits(model, cfg)
     # under DDP the other processes run this function too (Lightning starts them with the same
     # command): only global rank 0 writes the config tree and metrics.json
     if cfg.get("print_config", True) and rank_zero_only.rank == 0:
@@ -175,6 +174,9 @@ def train(cfg: DictConfig) -> dict:
     # Lightning turns Ctrl-C into sys.exit(1) after its teardown
     except (KeyboardInterrupt, SystemExit) as err:
         status, failure, reraise = "interrupted", {"message": f"{type(err).__name__}: {err}"}, err
+    except UserError as err:  # bad input found during fit (a damaged file): its own line
+        status, failure = "failed", {"message": str(err)}
+        reraise = None if is_multirun() else err
     except Exception as err:  # recorded, then re-raised unless a sweep must go on
         status, failure = "failed", {"message": f"{type(err).__name__}: {err}"}
         reraise = None if is_multirun() else err
@@ -182,6 +184,8 @@ def train(cfg: DictConfig) -> dict:
     finally:
         _close_wandb(trainer, failed=status != "completed")
 
+    if status == "completed" and trainer.global_step == 0:  # what check_training_batches missed
+        status, failure = "failed", {"message": "the fit ended without a single optimizer step"}
     result = {
         "status": status,
         "failure": failure,

@@ -13,6 +13,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from src.nets.batch_norm import batch_statistics
+from src.utils.files import atomic_path
 
 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
@@ -124,7 +125,8 @@ def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int) -> Path:
     """Write ``images`` as one PNG grid (``image_grid``); returns the path."""
-    save_image(image_grid(images, columns), path)
+    with atomic_path(path) as tmp:
+        save_image(image_grid(images, columns), tmp, format="png")
     return Path(path)
 
 

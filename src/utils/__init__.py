@@ -9,7 +9,7 @@ from src.utils.config import (
     register_resolvers,
     validate_config,
 )
-from src.utils.results import write_json_atomic
+from src.utils.files import write_json_atomic
 
 __all__ = [
     "PROJECT_ROOT",

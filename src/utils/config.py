@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
+import os
 from pathlib import Path
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.utils.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = PROJECT_ROOT / "conf"
-
-
-class ConfigError(ValueError):
-    """A config value or combination that cannot work; the message names key and allowed values."""
 
 
 def folder_name(text: str, limit: int = 120) -> str:
@@ -24,8 +24,8 @@ def folder_name(text: str, limit: int = 120) -> str:
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("project_root"):
-        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("cwd"):  # where the command runs: runs and data go there
+        OmegaConf.register_new_resolver("cwd", os.getcwd)
     if not OmegaConf.has_resolver("folder_name"):
         OmegaConf.register_new_resolver("folder_name", folder_name)
     if not OmegaConf.has_resolver("sum"):  # channels of pix2pix's D: input + output
@@ -113,6 +113,9 @@ def validate_config(cfg: DictConfig) -> type:
             f"model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
         )
     _check_translation(cfg, model_cls)
+    for group in ("model", "data"):
+        _check_keys_known(cfg, group)
+    _check_accelerator(cfg)
     if OmegaConf.select(cfg, "model.cuda_graphs"):
         _check_cuda_graphs(cfg, model_cls)
     conditional = OmegaConf.select(cfg, "model.num_classes") or 0
@@ -131,6 +134,61 @@ def validate_config(cfg: DictConfig) -> type:
             f"which model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
         )
     return model_cls
+
+
+def accepted_keys(cls: type) -> set[str] | None:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up its bases; None when
+    some constructor takes any keyword (nothing can be called unknown)."""
+    keys: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        keys |= {p.name for p in parameters if p.kind in named and p.name != "self"}
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return keys
+    return None
+
+
+def _check_keys_known(cfg: DictConfig, group: str) -> None:
+    """A key the group's class does not take (a typo, ``+model.foo=1``) is named with the keys it
+    does take, instead of a constructor's "unexpected keyword argument"."""
+    node = cfg.get(group)
+    target = OmegaConf.select(cfg, f"{group}._target_")
+    if not isinstance(node, DictConfig) or target is None:
+        return
+    try:
+        keys = accepted_keys(get_class(target))
+    except Exception:  # not a class (a factory function): its own call reports bad arguments
+        return
+    if keys is None:
+        return
+    given = {str(k) for k in node if not str(k).startswith("_")}
+    # the model's run config is passed by src/runs/training.py, never from the config
+    unknown = sorted(given - keys - {"run_config"})
+    if unknown:
+        raise ConfigError(
+            f"{group}.{unknown[0]}: not a key of {group}={_choice(cfg, group)} ({target}); its "
+            f"keys are {sorted(keys - {'run_config'})}"
+        )
+
+
+def _check_accelerator(cfg: DictConfig) -> None:
+    """A GPU asked for on a machine without one: say so, and how to run on the CPU."""
+    import torch
+
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}, but torch finds no CUDA GPU on this machine "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}): run on the "
+            "CPU with trainer.accelerator=cpu (or auto, which takes a GPU when there is one)"
+        )
 
 
 def _check_cuda_graphs(cfg: DictConfig, model_cls: type) -> None:
@@ -242,6 +300,11 @@ def check_paths(cfg: DictConfig) -> None:
     from src.data.idx import DATASETS, locate_raw_dir
 
     data_dir = Path(cfg.paths.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(
+            f"paths.data_dir={data_dir} is a file, not a folder; set DATA_DIR (or paths.data_dir) "
+            "to the folder holding MNIST/raw/ (or FashionMNIST/raw/)"
+        )
     if OmegaConf.select(cfg, "data.dataset") == "image_folder":
         path = None if OmegaConf.is_missing(cfg.data, "path") else cfg.data.path
         if not path or not Path(path).is_dir():
@@ -262,10 +325,10 @@ def check_paths(cfg: DictConfig) -> None:
                 f"data.dataset={dataset!r} is unknown; allowed: {sorted(DATASETS)} "
                 f"(data= one of {_options('data')})"
             )
-        # a missing folder is an error, except the project's own data/ (made for the first download)
+        # a missing folder is an error, except the default data/ (made for the first download)
         if (
             not data_dir.is_dir()
-            and data_dir != PROJECT_ROOT / "data"
+            and data_dir != Path(cfg.paths.root_dir) / "data"
             and locate_raw_dir(spec, data_dir) is None
         ):
             raise ConfigError(

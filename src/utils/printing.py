@@ -7,6 +7,8 @@ import rich.syntax
 import rich.tree
 from omegaconf import DictConfig, OmegaConf
 
+from src.utils.files import atomic_path
+
 ORDER = ("data", "model", "loss", "arch", "trainer", "callbacks", "logger", "paths")
 
 
@@ -21,5 +23,5 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> Non
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
     if save_to is not None:
-        with open(save_to, "w") as handle:
+        with atomic_path(save_to) as tmp, open(tmp, "w") as handle:
             rich.print(tree, file=handle)

@@ -27,7 +27,8 @@ class Rule:
 
     ``kind``: "int", "number" (int or float), "bool", "choice" (one of ``choices``), "numbers" (a
     list of ``length`` numbers) or "count_or_fraction" (Lightning's limit_*_batches: an int >= 0 or
-    a float in [0, 1]). ``low`` / ``high`` bound numbers (open with ``low_open`` / ``high_open``);
+    a float in [0, 1]; with ``low_open``, not 0). ``low`` / ``high`` bound numbers (open with
+    ``low_open`` / ``high_open``);
     ``also`` lists further literal values that are accepted (-1, "auto"); ``nullable`` accepts null.
     """
 
@@ -55,6 +56,8 @@ class Rule:
         if self.kind == "number":
             return _is_number(value) and self._in_range(value)
         if self.kind == "count_or_fraction":
+            if self.low_open and value == 0:
+                return False
             return (_is_int(value) and value >= 0) or (_is_number(value) and 0 <= value <= 1)
         if self.kind == "numbers":
             return (
@@ -86,7 +89,11 @@ class Rule:
             "choice": f"one of {list(self.choices)}",
             "int": f"an integer{self._range()}",
             "number": f"a number{self._range()}",
-            "count_or_fraction": "an integer >= 0 (batches) or a fraction in [0.0, 1.0]",
+            "count_or_fraction": (
+                "an integer >= 1 (batches) or a fraction in (0.0, 1.0]"
+                if self.low_open
+                else "an integer >= 0 (batches) or a fraction in [0.0, 1.0]"
+            ),
             "numbers": f"a list of {self.length or 'any number of'} numbers{self._range()}",
         }[self.kind]
         extras = [repr(a) for a in self.also] + (["null"] if self.nullable else [])
@@ -103,7 +110,7 @@ class Rule:
         if self.kind == "choice":
             return "not_an_option"
         if self.kind == "count_or_fraction":
-            return 1.5
+            return 0 if self.low_open else 1.5
         unbounded = self.low is None and self.high is None
         if self.kind not in ("int", "number", "numbers") or unbounded:
             return None
@@ -271,7 +278,8 @@ def schema() -> dict[str, Rule]:
         "trainer.max_steps": integer(1, also=(-1,)),
         "trainer.log_every_n_steps": integer(1),
         "trainer.check_val_every_n_epoch": integer(1, nullable=True),
-        "trainer.limit_train_batches": Rule("count_or_fraction"),
+        # 0 would "complete" a run without one optimizer step
+        "trainer.limit_train_batches": Rule("count_or_fraction", low_open=True),
         "trainer.limit_val_batches": Rule("count_or_fraction"),
         "trainer.overfit_batches": Rule("count_or_fraction"),
         "trainer.num_sanity_val_steps": integer(-1),

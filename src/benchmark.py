@@ -57,7 +57,7 @@ CELLS = {
         "arch.sizeD=1024",
     ],
     "dcgan, EBGAN-PT": ["model=ebgan_pt", "arch=dcgan"],
-    # the CPU-sized nets of the README's numbers (the arch's default is the paper's n = h = 64)
+    # the CPU-sized nets of docs/speed.md's numbers (the arch's default is the paper's n = h = 64)
     "began, BEGAN": ["model=began", "arch=began", "arch.filters=16", "arch.hidden_dim=32"],
 }
 

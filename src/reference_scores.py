@@ -1,7 +1,7 @@
 """Reference scores of the pinned classifier's metrics: `python src/reference_scores.py data=mnist`.
 
 Real test images (IS), 10 000 training images vs the test split (FID/KID floor), pure noise, and one
-digit repeated (what mode collapse looks like). The README quotes its output.
+digit repeated (what mode collapse looks like). The README and docs/metrics.md quote its output.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of one run's fast path (README "Speed"; sweeps/results/gpu_fast_path/):
+# The GPU checks of one run's fast path (docs/speed.md; sweeps/results/gpu_fast_path/):
 #   bash sweeps/gpu_fast_path.sh            # on a GPU machine, from the project root
 # 1. tests/test_cuda_graphs.py: every model of the shared loop, captured vs eager on the GPU;
 # 2. src/benchmark_fast_path.py: batches/s of plain / Lightning / + data.on_device / + cuda_graphs;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The population launcher's GPU measurements (README "Speed"; a run's results are to be committed under
+# The population launcher's GPU measurements (docs/sweeps.md; a run's results are to be committed under
 # sweeps/results/gpu_population/ — the 1-epoch grid reports have not been produced on a GPU yet):
 #   bash sweeps/gpu_population.sh            # on a GPU machine, from the project root
 # 1. member-steps/s against K for the small / medium / largest cells, fp32 and TF32, against one

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "Image-to-image translation" numbers (sweeps/results/translation/): each task at one
+# The numbers of docs/translation.md (sweeps/results/translation/): each task at one
 # 2-core-CPU budget, the adversarial model next to the baseline that needs no adversary.
 #   bash sweeps/translation_cpu.sh          # from the project root, DATA_DIR set
 # pix2pix: 2 epochs (1 718 batches of 64) on edges2digit, inpaint and grey2colour, with the paper's ablation

@@ -26,7 +26,7 @@ def scales_for(image_size: int) -> tuple[int, int]:
 
 
 #: weight initialisations: ``xavier`` (Glorot uniform, zero biases: the reference implementation's,
-#: TensorFlow's conv/dense default) or ``default`` (PyTorch's); README "BEGAN" has what it changes
+#: TensorFlow's conv/dense default) or ``default`` (PyTorch's); docs/models.md has what it changes
 INITS = ("xavier", "default")
 
 

@@ -47,7 +47,7 @@ VECTORIZED_BELOW = 8_000_000
 
 def prefers_vectorized(params: list[torch.Tensor], device: torch.device) -> bool:
     """The faster Adam form for these stacked parameters: vectorized for narrow nets on a GPU,
-    per-member fused kernels otherwise (on a CPU always: README "Speed")."""
+    per-member fused kernels otherwise (on a CPU always: docs/sweeps.md)."""
     per_member = sum(p[0].numel() for p in params)
     return device.type == "cuda" and per_member < VECTORIZED_BELOW
 

@@ -28,7 +28,7 @@ def requested_labels(model, n: int) -> torch.Tensor | None:
 
 #: how G's batch norms normalise when sampling: ``running`` statistics (eval mode, the default:
 #: a sample does not depend on the others drawn with it) or ``batch`` statistics of each chunk of
-#: ``batch_size`` samples (as in training); README "EMA of G" has both measured
+#: ``batch_size`` samples (as in training); docs/models.md ("EMA of G") has both measured
 BATCH_NORM_MODES = ("running", "batch")
 
 

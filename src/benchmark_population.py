@@ -1,6 +1,7 @@
 """Population speed: `python src/benchmark_population.py [--members 1 4 16] [--steps 30]`.
 
-For the small / medium / largest cells of the EBGAN paper's MLP grid (EBGAN, Adam, batch 64):
+For the small / medium / largest cells of the EBGAN paper's MLP grid (EBGAN, Adam, batch 64; or any
+cell of ``POPULATION_CELLS``: ``--cells "dcgan, GAN" "began, BEGAN"``):
 member-steps/s of a population of K members (one training batch = one D and one G update of every
 member) against K, next to one Lightning run's batches/s of the same cell on the same device,
 measured in one run. On a GPU (``--device cuda``, the default where there is one) also with TF32
@@ -23,7 +24,14 @@ import torch
 from src.benchmark import CELLS, batches_per_second_lightning, compose_cfg, synchronize
 from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic
 
-MLP_CELLS = {name: overrides for name, overrides in CELLS.items() if "arch=mlp" in overrides}
+#: the grid cells of src/benchmark.py, and the other models' cells a population stacks
+POPULATION_CELLS = {
+    **CELLS,
+    "mlp medium, WGAN-GP": ["model=wgan_gp", "arch=mlp", "arch.sizeG=800", "arch.sizeD=256"],
+    "dcgan, GAN": ["model=gan", "arch=dcgan"],
+}
+#: the default: the EBGAN paper's MLP cells
+MLP_CELLS = [name for name, overrides in CELLS.items() if "arch=mlp" in overrides]
 
 
 def member_steps_per_second(
@@ -41,24 +49,40 @@ def member_steps_per_second(
     from src.population.step import Population
 
     device = torch.device(device)
+    shape = tuple(int(s) for s in cfg.arch.generator.image_shape)
+    batch = int(cfg.data.batch_size)
+    clustered = torch.randint(0, 256, (256, *shape), dtype=torch.uint8)
     models = []
     for k in range(members):
         torch.manual_seed(k)
         models.append(instantiate(cfg.model))
+        if hasattr(models[-1], "fit_clusters"):  # the cluster GAN: clusters of stand-in images
+            models[-1].fit_clusters(clustered)
     population = Population(
         models, device, vectorized_optimizer=vectorized_optimizer, cuda_graphs=cuda_graphs
     )
+    real = torch.rand(batch, *shape, device=device) * 2 - 1  # one batch for all, as in a grid
+    labels = population.model.batch_labels((real, torch.arange(batch, device=device) % 10))
+    draws = []
+    for _ in range(warmup + steps):
+        noise = [m.sample_step_noise(batch, device=device) for m in models]
+        draws.append(
+            (
+                torch.stack([m.sample_latent(batch, device=device) for m in models]),
+                {n: torch.stack([d[n] for d in noise]) for n in noise[0]},
+            )
+        )
     del models
-    latent_dim = population.generator.hidden[0].weight.shape[1]
-    batch = int(cfg.data.batch_size)
-    real = torch.rand(batch, 1, 28, 28, device=device) * 2 - 1  # one batch for all, as in a grid
-    z = torch.randn(warmup + steps, members, batch, latent_dim, device=device)
     for i in range(warmup):
-        population.train_batch(real, z[i], True)
+        population.train_batch(
+            real, draws[i][0], population.generator_steps(i), labels, draws[i][1]
+        )
     synchronize(device)
     started = time.perf_counter()
     for i in range(warmup, warmup + steps):
-        population.train_batch(real, z[i], True)
+        population.train_batch(
+            real, draws[i][0], population.generator_steps(i), labels, draws[i][1]
+        )
     synchronize(device)
     return members * steps / (time.perf_counter() - started)
 
@@ -76,7 +100,7 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--lightning-batches", type=int, default=100, help="0: no Lightning run for comparison"
     )
-    parser.add_argument("--cells", nargs="*", default=list(MLP_CELLS))
+    parser.add_argument("--cells", nargs="*", default=MLP_CELLS, choices=list(POPULATION_CELLS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--matmul-precision",
@@ -117,7 +141,7 @@ def main(argv=None) -> dict:
             cap = next((int(v) for k, v in caps.items() if name.split()[1] == k), None)
             for precision in args.matmul_precision:
                 torch.set_float32_matmul_precision(precision)
-                cfg = compose_cfg(MLP_CELLS[name], tmp, data_dir, accelerator=accelerator)
+                cfg = compose_cfg(POPULATION_CELLS[name], tmp, data_dir, accelerator=accelerator)
                 lightning = None
                 if args.lightning_batches:
                     lightning = batches_per_second_lightning(cfg, args.lightning_batches)

@@ -135,14 +135,15 @@ def gradient_penalty(
     """WGAN-GP penalty, Gulrajani et al. 2017 Eq. 3: E[(||grad c(x_hat)||_2 - 1)^2].
 
     ``critic`` maps a batch to per-sample scores; ``mixing`` holds one e ~ U[0, 1] per sample (drawn
-    here when None). The graph is kept (create_graph), so the penalty's gradient reaches the
-    critic's weights.
+    here when None). The input gradient is taken with ``torch.func.grad``, which also runs inside
+    ``torch.func.vmap`` (a population); its result keeps the graph to the critic's weights, so the
+    penalty's gradient reaches them.
     """
     if mixing is None:
         mixing = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
     e = mixing.view(-1, *([1] * (real.dim() - 1)))
-    interpolates = (e * real.detach() + (1 - e) * fake.detach()).requires_grad_(True)
-    (gradients,) = torch.autograd.grad(critic(interpolates).sum(), interpolates, create_graph=True)
+    interpolates = e * real.detach() + (1 - e) * fake.detach()
+    gradients = torch.func.grad(lambda x: critic(x).sum())(interpolates)
     return (torch.linalg.vector_norm(gradients.flatten(1), ord=2, dim=1) - 1).pow(2).mean()
 
 

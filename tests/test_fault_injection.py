@@ -428,6 +428,14 @@ def test_an_unknown_key_is_named_with_the_keys_there_are(
     assert message in line and "its keys are" in line and a_real_key in line
 
 
+def test_an_optimizer_option_that_does_not_fit_the_chosen_optimizer_is_named(make_cfg, capsys):
+    # WGAN-GP's config sets Adam's betas; SGD chosen for its critic would fail inside fit
+    cfg = make_cfg("model=wgan_gp", "optimizer@model.optimizer_d=sgd")
+    line = one_line_error(capsys, train, cfg)
+    assert "model.optimizer_d.betas: not a key of torch.optim.SGD" in line
+    assert "~model.optimizer_d.betas" in line
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
 def test_a_gpu_asked_for_without_one_says_how_to_run_on_the_cpu(make_cfg, capsys):
     line = one_line_error(capsys, train, make_cfg("model=ebgan", "trainer.accelerator=gpu"))

@@ -52,7 +52,9 @@ def test_losses_are_the_gan_objectives_minus_the_bound(infogan):
     fake = infogan(z)
     real = torch.rand_like(fake) * 2 - 1
     codes = z[:, -infogan.num_codes :].argmax(1)
-    loss_d, logs = infogan.discriminator_loss(real, fake.detach())
+    with infogan.step_context(z=z):  # the losses read the codes off the step's latents
+        loss_d, logs = infogan.discriminator_loss(real, fake.detach())
+        loss_g, _ = infogan.generator_loss(fake)
     # by hand with the same nets (batch norm in train mode sees the same batches)
     real_logits = infogan.discriminator.body(real)
     fake_logits, features = infogan.discriminator.body.logits_and_features(fake.detach())
@@ -61,7 +63,6 @@ def test_losses_are_the_gan_objectives_minus_the_bound(infogan):
     expected = gan_discriminator_loss(real_logits, fake_logits) - bound
     assert loss_d.item() == pytest.approx(expected.item(), rel=1e-5)
     assert logs["mutual_information"].item() == pytest.approx(bound.item(), rel=1e-5)
-    loss_g, _ = infogan.generator_loss(fake)
     assert loss_g.item() == pytest.approx(
         (gan_generator_loss_non_saturating(fake_logits) - bound).item(), rel=1e-5
     )

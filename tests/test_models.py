@@ -100,12 +100,14 @@ def test_began_k_moves_by_the_control_law_and_survives_a_checkpoint(make_cfg, tm
 
     def spy(logs):
         k_before = model.k.item()
-        original(logs)
+        added = original(logs)
+        assert added["k"].item() == k_before  # the k_t this step's L_D used is what is logged
         expected = min(
             max(k_before + 0.05 * (0.5 * logs["loss_real"].item() - logs["loss_fake"].item()), 0.0),
             1.0,
         )
         seen.append((expected, model.k.item()))
+        return added
 
     model.after_discriminator_step = spy
     trainer.fit(model, datamodule=datamodule)
@@ -308,8 +310,9 @@ def test_wgan_clips_every_critic_weight_after_each_critic_step(make_cfg):
     original = model.after_discriminator_step
 
     def spy(logs):
-        original(logs)
+        added = original(logs)
         seen.append(max(p.abs().max().item() for p in model.discriminator.parameters()))
+        return added
 
     model.after_discriminator_step = spy
     trainer.fit(model, datamodule=datamodule)

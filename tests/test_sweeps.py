@@ -201,11 +201,10 @@ def test_launch_only_keys_name_neither_run_folders_nor_decide_resume():
     assert set(hydra_cfg.job.config.override_dirname.exclude_keys) == LAUNCH_ONLY_KEYS
 
 
-def test_the_population_launcher_pads_only_within_its_budget():
+def test_the_population_launcher_pads_only_within_its_budget(make_cfg):
     """Jobs of one depth group: equal widths always share a population, no member is padded to
-    more than max_padding x its own matmuls; a large max_padding stacks them all."""
-    from omegaconf import OmegaConf
-
+    more than max_padding x its own work (the nets' FLOPs, counted on the nets the jobs build);
+    a large max_padding stacks them all."""
     from hydra_plugins.ebgan_lab_population.population_launcher import (
         chunk_by_padding,
         member_cost,
@@ -213,21 +212,20 @@ def test_the_population_launcher_pads_only_within_its_budget():
     )
 
     def job(size_g, size_d):
-        arch = {"sizeG": size_g, "sizeD": size_d, "nLayerG": 3, "nLayerD": 3, "latent_dim": 100}
-        return OmegaConf.create({"arch": arch, "data": {"channels": 1}})
+        return make_cfg("model=ebgan", f"arch.sizeG={size_g}", f"arch.sizeD={size_d}", tiny=False)
 
     jobs = [job(g, d) for g in (400, 800, 1600, 3200) for d in (128, 1024) for _ in range(2)]
     chunks = chunk_by_padding(jobs, lambda j: j, max_members=64, max_padding=2.0)
     assert sum(len(c) for c in chunks) == len(jobs)
     for chunk in chunks:
-        assert padded_cost(chunk) <= 2.0 * min(member_cost(j) for j in chunk)
+        assert padded_cost(chunk) <= 2.0 * min(sum(member_cost(j)) for j in chunk)
     # wide G: D's width is a small part of the cost, so D widths share; narrow G: they do not
     widths = [[(int(j.arch.sizeG), int(j.arch.sizeD)) for j in chunk] for chunk in chunks]
     assert widths == [
         [(3200, 1024)] * 2 + [(3200, 128)] * 2,
         [(1600, 1024)] * 2 + [(1600, 128)] * 2 + [(800, 1024)] * 2,
+        [(400, 1024)] * 2,  # its wide D costs more than the 800-wide G with a 128-wide D
         [(800, 128)] * 2,
-        [(400, 1024)] * 2,
         [(400, 128)] * 2,
     ]
     equal_only = chunk_by_padding(jobs, lambda j: j, max_members=64, max_padding=1.0)
@@ -243,28 +241,37 @@ def test_the_population_launcher_pads_only_within_its_budget():
         (["trainer.precision=bf16-mixed"], False),  # a population steps in float32 only
         (["model.compile=true"], False),
         (["model.ema_decay=0.999"], False),
-        (["arch=dcgan"], False),
-        (["model=cgan"], False),
+        (["arch=dcgan"], True),
+        (["model=cgan"], True),
+        (["model=began", "arch=began"], True),
+        (["model=wgan"], True),  # RMSprop
+        (["model=vae"], False),  # its own training step
+        (["model=vaegan"], False),
+        (["optimizer@model.optimizer_d=sgd", "model.optimizer_d._target_=torch.optim.ASGD"], False),
     ],
 )
 def test_jobs_a_population_would_not_train_as_asked_run_alone(make_cfg, overrides, stacked):
-    from hydra_plugins.ebgan_lab_population.population_launcher import stackable
+    from hydra_plugins.ebgan_lab_population.population_launcher import run_alone_reason
 
     model = [] if any(o.startswith("model=") for o in overrides) else ["model=ebgan"]
-    assert stackable(make_cfg(*model, *overrides)) == stacked
+    reason = run_alone_reason(make_cfg(*model, *overrides))
+    assert (reason is None) == stacked, reason
 
 
-def test_the_costliest_populations_are_trained_first():
+def test_the_costliest_populations_are_trained_first(make_cfg):
     from types import SimpleNamespace
-
-    from omegaconf import OmegaConf
 
     from hydra_plugins.ebgan_lab_population.population_launcher import population_cost
 
     def chunk(members, size_g, limit=1.0, epochs=1):
-        arch = {"sizeG": size_g, "sizeD": 128, "nLayerG": 3, "nLayerD": 3, "latent_dim": 100}
-        trainer = {"max_epochs": epochs, "limit_train_batches": limit}
-        cfg = OmegaConf.create({"arch": arch, "data": {"channels": 1}, "trainer": trainer})
+        cfg = make_cfg(
+            "model=ebgan",
+            f"arch.sizeG={size_g}",
+            "arch.sizeD=128",
+            f"trainer.max_epochs={epochs}",
+            f"trainer.limit_train_batches={limit}",
+            tiny=False,
+        )
         return [(i, SimpleNamespace(cfg=cfg), None) for i in range(members)]
 
     assert population_cost(chunk(2, 800)) == 2 * population_cost(chunk(1, 800))

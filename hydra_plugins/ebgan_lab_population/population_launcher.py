@@ -2,14 +2,17 @@
 
 Every job gets its folder and .hydra/ files from Hydra's own ``run_job``, as with the basic
 launcher. Jobs that already completed there (sweep resume) and jobs a population cannot train
-(another model or arch, a class-conditional one) run through the normal task, one by one. The
-others are grouped by what fixes their tensor shapes and schedule (model class, depths, data,
-epochs, loss options) and trained ``max_members`` at a time by src/population/run.py, which writes
-each member's results as a single run would.
+(``run_alone_reason``: the model's own ``population_refusal``, an EMA, DDP, another precision,
+another optimizer) run through the normal task, one by one, each logged with its reason. The
+others are grouped by everything but what members may set apart (seeds, optimizers, schedules,
+the model's ``member_hparams``, the arch's ``pad_widths``) and trained ``max_members`` at a time
+by src/population/run.py, which writes each member's results as a single run would.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -30,14 +33,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
-#: the key of a group: what must be equal for members to share one population
+#: the parts of a job's config that must be equal for jobs to share one population; within
+#: them, what members may set apart is left out by ``group_key`` (their seeds, optimizers,
+#: schedules, the model's ``member_hparams``, the arch's ``pad_widths``)
 SHAPE_KEYS = (
-    "model._target_",
-    "model.d_steps_per_g_step",
-    "model.latent_distribution",
-    "arch.latent_dim",
-    "arch.nLayerG",
-    "arch.nLayerD",
+    "model",
+    "arch",
     "data",
     "loss",
     "trainer.max_epochs",
@@ -45,39 +46,60 @@ SHAPE_KEYS = (
     "trainer.limit_val_batches",
     "trainer.check_val_every_n_epoch",
     "trainer.log_every_n_steps",
+    "trainer.accelerator",
     "callbacks.generative_metrics",
     "callbacks.sample_grid.n_samples",
     "callbacks.sample_grid.every_n_epochs",
     "torch_threads",
     "matmul_precision",
-    "trainer.accelerator",
-    "model.cuda_graphs",
+)
+#: model keys every member sets for itself (the nets come from ``arch``; the optimizers are
+#: stepped per member; each member keeps its own D/G schedule)
+MEMBER_MODEL_KEYS = (
+    "generator",
+    "discriminator",
+    "optimizer_g",
+    "optimizer_d",
+    "d_steps_per_g_step",
 )
 
 #: trainer.precision values a population trains as they ask (float32)
 FULL_PRECISION = ("32", "32-true")
+#: the optimizers a population steps per member (src/population/optim.py)
+STACKED_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.SGD", "torch.optim.RMSprop")
+
+
+def model_class(cfg: DictConfig) -> type:
+    from hydra.utils import get_class
+
+    return get_class(str(cfg.model._target_))
+
+
+def run_alone_reason(cfg: DictConfig) -> str | None:
+    """Why src/population cannot train this job (it then runs as a single run), or None. From
+    the model's own declaration (``population_refusal``) and what a population does not do."""
+    refusal = getattr(model_class(cfg), "population_refusal", "no population support")
+    if refusal:
+        return f"model={cfg.model._target_.rsplit('.', 1)[-1]}: {refusal}"
+    if OmegaConf.select(cfg, "model.ema_decay") is not None:
+        return "model.ema_decay: an EMA of G is kept by single runs only"
+    # a population is one process: a job asking for several devices runs on its own (DDP)
+    if str(OmegaConf.select(cfg, "trainer.strategy") or "auto") != "auto":
+        return "trainer.strategy: several processes (DDP) train one run"
+    # a population steps in float32, uncompiled: other precisions and compiled models run alone
+    if str(OmegaConf.select(cfg, "trainer.precision") or "32") not in FULL_PRECISION:
+        return "trainer.precision: a population trains in float32"
+    if OmegaConf.select(cfg, "model.compile"):
+        return "model.compile: a population runs the nets uncompiled"
+    for name in ("optimizer_g", "optimizer_d"):
+        target = str(OmegaConf.select(cfg, f"model.{name}._target_") or "")
+        if target not in STACKED_OPTIMIZERS:
+            return f"model.{name}: a population steps {list(STACKED_OPTIMIZERS)}, not {target}"
+    return None
 
 
 def stackable(cfg: DictConfig) -> bool:
-    """Whether src/population trains this job: GAN / EBGAN / EBGAN-PT on the MLP nets."""
-    from src.population.step import SUPPORTED
-
-    model = str(cfg.model._target_).rsplit(".", 1)[-1]
-    generator = str(OmegaConf.select(cfg, "arch.generator._target_") or "")
-    ema = OmegaConf.select(cfg, "model.ema_decay") is not None  # not kept by a population
-    # a population is one process: a job asking for several devices runs on its own (DDP)
-    distributed = str(OmegaConf.select(cfg, "trainer.strategy") or "auto") != "auto"
-    # a population steps in float32, uncompiled: other precisions and compiled models run alone
-    full_precision = str(OmegaConf.select(cfg, "trainer.precision") or "32") in FULL_PRECISION
-    compiled = bool(OmegaConf.select(cfg, "model.compile"))
-    return (
-        model in SUPPORTED
-        and generator.endswith("MLPGenerator")
-        and not ema
-        and not distributed
-        and full_precision
-        and not compiled
-    )
+    return run_alone_reason(cfg) is None
 
 
 def valid(cfg: DictConfig) -> bool:
@@ -90,35 +112,85 @@ def valid(cfg: DictConfig) -> bool:
     return True
 
 
-def group_key(cfg: DictConfig) -> str:
-    """The values of SHAPE_KEYS, as text: jobs with equal keys share a population."""
-    values = {}
-    for key in SHAPE_KEYS:
-        value = OmegaConf.select(cfg, key)
-        values[key] = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+def _container(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def shape_values(cfg: DictConfig) -> dict:
+    """SHAPE_KEYS' values of a job's (unresolved) config, its arch's ``pad_widths`` left out:
+    resolved with those widths null, so the nets' copies of them are left out too."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for key in OmegaConf.select(cfg, "arch.pad_widths") or []:
+            cfg.arch[key] = None
+    return {key: _container(OmegaConf.select(cfg, key)) for key in SHAPE_KEYS}
+
+
+def group_key(cfg: DictConfig, values: dict | None = None) -> str:
+    """``shape_values`` (given, or of ``cfg``) without what members may set apart, as text:
+    jobs with equal keys share a population."""
+    values = copy.deepcopy(values if values is not None else shape_values(cfg))
+    member_hparams = getattr(model_class(cfg), "member_hparams", ())
+    for key in (*MEMBER_MODEL_KEYS, *member_hparams):
+        values["model"].pop(key, None)
     return json.dumps(values, sort_keys=True, default=str)
 
 
-def member_cost(cfg: DictConfig) -> int:
-    """Multiply-adds per sample of G and D (the MLP nets' weights): what a member costs to train."""
-    arch = cfg.arch
-    pixels = 28 * 28 * int(OmegaConf.select(cfg, "data.channels", default=1) or 1)
-    g, d = int(arch.sizeG), int(arch.sizeD)
-    generator = int(arch.latent_dim) * g + (int(arch.nLayerG) - 1) * g * g + g * pixels
-    discriminator = pixels * d + (int(arch.nLayerD) - 1) * d * d + d * pixels
-    return generator + discriminator
+#: layers that normalise over a net's width: zero-padding it would change what they compute
+WIDTH_NORMALISERS = ("LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d")
+
+
+@functools.lru_cache(maxsize=256)
+def _net_info(net_json: str, samples_latents: bool) -> tuple[int, bool]:
+    """(floating-point operations of one sample through the net built from this config: a
+    generator's latent, or a discriminator's image; whether the net can be zero-padded to a
+    wider member's width)."""
+    import torch
+    from hydra.utils import instantiate
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net_cfg = json.loads(net_json)
+    with torch.random.fork_rng(devices=[]):
+        net = instantiate(net_cfg).eval()
+    paddable = not any(type(m).__name__ in WIDTH_NORMALISERS for m in net.modules())
+    labels = torch.zeros(1, dtype=torch.long) if getattr(net, "num_classes", 0) else None
+    inputs = (
+        torch.zeros(1, net.latent_dim)
+        if samples_latents
+        else torch.zeros(1, *net_cfg["image_shape"]),
+    )
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(*inputs, *(() if labels is None else (labels,)))
+    return counter.get_total_flops(), paddable
+
+
+def _nets(cfg: DictConfig) -> list[tuple[int, bool]]:
+    return [
+        _net_info(json.dumps(_container(OmegaConf.select(cfg, node)), sort_keys=True), latents)
+        for node, latents in (("model.generator", True), ("model.discriminator", False))
+    ]
+
+
+def member_cost(cfg: DictConfig) -> tuple[int, int]:
+    """(G's, D's) floating-point operations a sample, forward, from the nets the job builds (its
+    arch and data shape): what a member costs to train, up to a constant."""
+    (g, _), (d, _) = _nets(cfg)
+    return g, d
+
+
+def paddable(cfg: DictConfig) -> bool:
+    """Whether the job's nets can be zero-padded (no layer normalises over their width)."""
+    return all(ok for _, ok in _nets(cfg))
 
 
 def padded_cost(cfgs: list[DictConfig]) -> int:
-    """The cost of one member zero-padded to the widest G and widest D of ``cfgs``."""
-    widest = OmegaConf.create(OmegaConf.to_container(cfgs[0], resolve=True))
-    widest.arch.sizeG = max(int(c.arch.sizeG) for c in cfgs)
-    widest.arch.sizeD = max(int(c.arch.sizeD) for c in cfgs)
-    return member_cost(widest)
+    """The cost of one member zero-padded to the widest G and the widest D of ``cfgs``."""
+    costs = [member_cost(c) for c in cfgs]
+    return max(g for g, _ in costs) + max(d for _, d in costs)
 
 
 def population_cost(chunk: list) -> float:
-    """A population's training work, for scheduling: its members' padded matmuls x its batches."""
+    """A population's training work, for scheduling: its members' padded work x its batches."""
     cfgs = [member.cfg for _, member, _ in chunk]
     epochs = int(cfgs[0].trainer.max_epochs)
     limit = cfgs[0].trainer.get("limit_train_batches", 1.0)
@@ -128,20 +200,18 @@ def population_cost(chunk: list) -> float:
 
 
 def chunk_by_padding(jobs: list, cfg_of, max_members: int, max_padding: float) -> list[list]:
-    """Split one shape group into populations of at most ``max_members``, widest first, adding a
-    job to the current population only while every member's padded cost (the widest G's and D's
-    matmuls) stays within ``max_padding`` x its own cost: zero-padding a 400-wide G to 3 200 would
-    cost 64x its own matmuls. The whole population then does at most ``max_padding`` x its
-    members' own work."""
-    ordered = sorted(
-        jobs, key=lambda j: (int(cfg_of(j).arch.sizeG), int(cfg_of(j).arch.sizeD)), reverse=True
-    )
+    """Split one shape group into populations of at most ``max_members``, costliest first,
+    adding a job to the current population only while every member's padded cost (the widest
+    G's and D's work) stays within ``max_padding`` x its own: zero-padding a 400-wide G to 3 200
+    would cost 64x its own matmuls. The whole population then does at most ``max_padding`` x
+    its members' own work. Jobs of equal widths never pad."""
+    ordered = sorted(jobs, key=lambda j: sum(member_cost(cfg_of(j))), reverse=True)
     chunks: list[list] = []
     current: list = []
     for job in ordered:
         trial = [*current, job]
         cfgs = [cfg_of(j) for j in trial]
-        cheapest = min(member_cost(c) for c in cfgs)
+        cheapest = min(sum(member_cost(c)) for c in cfgs)
         fits = len(trial) <= max_members and padded_cost(cfgs) <= max_padding * cheapest
         if current and not fits:
             chunks.append(current)
@@ -158,6 +228,7 @@ def _describe(cfg: DictConfig) -> dict:
 
     return {
         "cfg": OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)),
+        "shape_values": shape_values(cfg),
         "output_dir": Path(HydraConfig.get().runtime.output_dir),
         "runtime": hydra_runtime(),
     }
@@ -277,18 +348,19 @@ class PopulationLauncher(Launcher):
                 continue
             seen = described.return_value
             cfg = seen["cfg"]
-            run_alone = (
-                completed_before(seen["output_dir"], seen["runtime"]["overrides"]) is not None
-                or not stackable(cfg)
-                or not valid(cfg)  # bad input: the normal task reports it in its one line
-            )
-            if run_alone:
+            reason = run_alone_reason(cfg) if valid(cfg) else "invalid config (reported below)"
+            if completed_before(seen["output_dir"], seen["runtime"]["overrides"]) is not None:
+                reason = "completed before (skipped)"
+            if reason is not None:
+                log.info("job #%d runs alone: %s", initial_job_idx + i, reason)
                 HydraConfig.instance().set_config(sweep_config)
                 returns[i] = self._run(sweep_config, self.task_function)
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
                 continue
             member = Member(cfg, seen["output_dir"], seen["runtime"])
-            groups.setdefault(group_key(cfg), []).append((i, member, described))
+            # jobs whose nets cannot be padded share populations with their own widths only
+            key = group_key(cfg, seen["shape_values"] if paddable(cfg) else None)
+            groups.setdefault(key, []).append((i, member, described))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         chunks = [

@@ -48,6 +48,12 @@ class ManualLoop(LightningModule):
     on the trainer's interval, the run config and RNG state in every checkpoint, and the DDP replica
     check. Families (adversarial generators, translators) add their own step on top."""
 
+    #: why ``hydra/launcher=population`` trains this model's jobs one by one (None: it stacks them).
+    #: Models with a training step of their own say so; the shared adversarial step stacks.
+    population_refusal: str | None = (
+        "it has its own training step (not the shared adversarial D/G step a population runs)"
+    )
+
     def __init__(self, check_finite_every_n_steps: int = 10, run_config: dict | None = None):
         super().__init__()
         if check_finite_every_n_steps < 1:
@@ -176,6 +182,10 @@ class AdversarialModel(ManualLoop):
     loss_family: str = "classifier"
     #: > 0 for class-conditional models: G and D then take the labels as a second input
     num_classes: int = 0
+    population_refusal = None
+    #: constructor arguments (stored as attributes of the same name, numbers) that members of one
+    #: population may set apart: each member's value reaches its losses and hooks as a tensor
+    member_hparams: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -206,6 +216,11 @@ class AdversarialModel(ManualLoop):
         self.d_steps_per_g_step = d_steps_per_g_step
         self.latent_distribution = latent_distribution
         self._last_generator_logs: dict = {}  # logged on batches without a G step too
+        # what a step's losses may read besides (real, fake, labels): its latents "z" and the
+        # noise ``sample_step_noise`` drew (set around the updates by both loops: ``step_context``)
+        self.step_inputs: dict = {}
+        # whether diagnostics only logged (never trained on) are computed in this step
+        self.log_this_step = False
         self.compile_nets = bool(compile)  # opt-in: torch.compile G and D for training (see setup)
         if cuda_graphs and compile:
             raise ValueError("model.cuda_graphs and model.compile cannot both be true: choose one")
@@ -236,8 +251,39 @@ class AdversarialModel(ManualLoop):
         """(G loss, detached values to log) for a fake batch that carries G's graph."""
         raise NotImplementedError
 
-    def after_discriminator_step(self, logs: dict) -> None:
-        """Hook for state updated once per D step (BEGAN's k_t)."""
+    def after_discriminator_step(self, logs: dict) -> dict:
+        """State updated once per D step, from D's logged values (BEGAN's k_t, WGAN's clipping);
+        returns further values to log. It must not branch on tensor values: a population runs it
+        for all its members at once (torch.func.vmap)."""
+        return {}
+
+    def sample_step_noise(self, n: int, generator: torch.Generator | None = None, device=None):
+        """The random draws a step's losses need besides the latents, for a batch of ``n``
+        ({name: tensor}, in ``step_inputs``): drawn outside the losses so that a population can
+        give each member the draws of its own stream (WGAN-GP's interpolation weights)."""
+        return {}
+
+    def epoch_end_update(self) -> dict:
+        """State updated once per epoch from buffers (BEGAN's learning-rate decay); returns
+        values to log as ``train/<name>`` and, as ``lr_scale``, a factor for both learning
+        rates (applied through ``scaled_lr``). Branch-free, as ``after_discriminator_step``."""
+        return {}
+
+    def scaled_lr(self, lr: float, scale: float) -> float:
+        return lr * scale
+
+    def prepare_fit(self, datamodule) -> None:
+        """State computed from the training data before the first step (the cluster GAN's
+        clusters); called by ``setup`` and by a population for each member."""
+
+    @contextmanager
+    def step_context(self, **inputs):
+        """``step_inputs`` for the losses called in the block."""
+        previous, self.step_inputs = self.step_inputs, inputs
+        try:
+            yield
+        finally:
+            self.step_inputs = previous
 
     # ----------------------------------------------------------------- the loop
     @property
@@ -309,10 +355,22 @@ class AdversarialModel(ManualLoop):
                     "model.cuda_graphs=true needs one process and 32-bit precision, got world size "
                     f"{self.trainer.world_size}, trainer.precision={precision}"
                 )
+        if stage == "fit" and self._trainer is not None and self.trainer.datamodule is not None:
+            self.prepare_fit(self.trainer.datamodule)
         # nn.Module.compile compiles in place: parameter names, checkpoints, optimisers unchanged
         if stage == "fit" and self.compile_nets:
             self.generator.compile()
             self.discriminator.compile()
+
+    def on_train_epoch_end(self) -> None:
+        values = self.epoch_end_update()
+        scale = values.pop("lr_scale", None)
+        if scale is not None and float(scale) != 1.0:
+            for optimizer in self.optimizers():
+                for group in optimizer.param_groups:
+                    group["lr"] = self.scaled_lr(group["lr"], float(scale))
+        for name, value in values.items():
+            self.log(f"train/{name}", value)
 
     def on_fit_start(self) -> None:
         # a graph steps the optimizers it was captured with: a new fit has new ones
@@ -332,16 +390,18 @@ class AdversarialModel(ManualLoop):
         # the batch index, not a process counter: a resumed epoch keeps the same G-step batches
         generator_steps = (batch_idx + 1) % self.d_steps_per_g_step == 0
         z = self.sample_latent(real.shape[0])
+        noise = self.sample_step_noise(real.shape[0], device=real.device)
+        self.log_this_step = self._is_log_step()
 
         if self.cuda_graphs:
-            logs_d, logs_g = self._graphed_updates(real, labels, z, generator_steps, check)
+            logs_d, logs_g = self._graphed_updates(real, labels, z, noise, generator_steps, check)
         else:
 
             def update(optimizer, loss, name):  # refuses a non-finite loss before its step
                 self._update(optimizer, loss, name, check)
 
             _, logs_d, logs_g = self._adversarial_updates(
-                real, labels, z, generator_steps, optimizer_d, optimizer_g, update
+                real, labels, z, noise, generator_steps, optimizer_d, optimizer_g, update
             )
         if generator_steps:
             self._last_generator_logs = logs_g
@@ -358,28 +418,30 @@ class AdversarialModel(ManualLoop):
             )
 
     def _adversarial_updates(
-        self, real, labels, z, generator_steps, optimizer_d, optimizer_g, update
+        self, real, labels, z, noise, generator_steps, optimizer_d, optimizer_g, update
     ):
         """One batch: D's update on the real batch and G(z) detached, then (``generator_steps``)
         G's update with D frozen and the EMA's. ``update(optimizer, loss, name)`` performs
-        zero_grad -> backward -> step. Returns ({loss name: detached loss}, D's logs, G's logs)."""
+        zero_grad -> backward -> step. Returns ({loss name: detached loss}, D's logs, G's logs).
+        A population (src/population/step.py) runs the same methods in the same order."""
         # G's graph is kept only when the G step will use it
         with torch.set_grad_enabled(generator_steps):
             fake = self(z, labels)
-        # detached: no grads reach G
-        loss_d, logs_d = self.discriminator_loss(real, fake.detach(), labels)
-        update(optimizer_d, loss_d, "discriminator loss")
-        self.after_discriminator_step(logs_d)
-        losses, logs_g = {"discriminator loss": loss_d.detach()}, {}
-        if generator_steps:
-            with frozen(self.discriminator):  # D gets no grads in G's step
-                loss_g, logs_g = self.generator_loss(fake, labels)
-                update(optimizer_g, loss_g, "generator loss")
-            self.update_generator_ema()
-            losses["generator loss"] = loss_g.detach()
+        with self.step_context(z=z, **noise):
+            # detached: no grads reach G
+            loss_d, logs_d = self.discriminator_loss(real, fake.detach(), labels)
+            update(optimizer_d, loss_d, "discriminator loss")
+            logs_d.update(self.after_discriminator_step(logs_d))
+            losses, logs_g = {"discriminator loss": loss_d.detach()}, {}
+            if generator_steps:
+                with frozen(self.discriminator):  # D gets no grads in G's step
+                    loss_g, logs_g = self.generator_loss(fake, labels)
+                    update(optimizer_g, loss_g, "generator loss")
+                self.update_generator_ema()
+                losses["generator loss"] = loss_g.detach()
         return losses, logs_d, logs_g
 
-    def _graphed_updates(self, real, labels, z, generator_steps, check):
+    def _graphed_updates(self, real, labels, z, noise, generator_steps, check):
         """The batch's updates through a CUDA graph (captured per kind of batch and learning
         rates). Inside the graph the plain torch optimizers step, so Lightning's per-step hooks do
         not run there and its optimizer-step count is advanced here. A NaN/inf is found after its
@@ -402,14 +464,23 @@ class AdversarialModel(ManualLoop):
                 loss.backward()
                 optimizer.step()
 
-            def updates(real, labels, z):
+            names = sorted(noise)
+
+            def updates(real, labels, z, *drawn):
                 return self._adversarial_updates(
-                    real, labels, z, generator_steps, optimizer_d, optimizer_g, raw_update
+                    real,
+                    labels,
+                    z,
+                    dict(zip(names, drawn, strict=True)),
+                    generator_steps,
+                    optimizer_d,
+                    optimizer_g,
+                    raw_update,
                 )
 
             step = CapturedStep(updates, capture=capture)
             self._captured_steps[key] = step
-        losses, logs_d, logs_g = step(real, labels, z)
+        losses, logs_d, logs_g = step(real, labels, z, *(noise[n] for n in sorted(noise)))
         self._count_optimizer_steps(len(losses))  # taken, whatever the check below finds
         if check:
             self._raise_first_not_finite(losses)
@@ -439,9 +510,10 @@ class AdversarialModel(ManualLoop):
         # draws from the training RNG (how often it runs must not change the trained weights)
         seeded = torch.Generator(device=self.device).manual_seed(VALIDATION_SEED + batch_idx)
         # G in eval mode, as when sampling
-        fake = self(self.sample_latent(real.shape[0], generator=seeded), labels)
+        z = self.sample_latent(real.shape[0], generator=seeded)
+        fake = self(z, labels)
         # D as it is trained: real and fake normalised apart
-        with batch_statistics(self.discriminator):
+        with batch_statistics(self.discriminator), self.step_context(z=z):
             logs = self.validation_values(real, fake, labels)
         self._log_validation(logs, real.shape[0])
 

@@ -28,6 +28,7 @@ class BEGAN(AdversarialModel):
 
     discriminator_role = "autoencoder"
     loss_family = "energy"
+    member_hparams = ("gamma", "lambda_k", "lr_decay_factor")
 
     def __init__(
         self,
@@ -81,14 +82,14 @@ class BEGAN(AdversarialModel):
             "loss_fake": fake_loss.detach(),
         }
 
-    def after_discriminator_step(self, logs: dict) -> None:
+    def after_discriminator_step(self, logs: dict) -> dict:
         real_loss, fake_loss = logs["loss_real"], logs["loss_fake"]
         convergence = began_convergence(real_loss, fake_loss, self.gamma)
-        logs["convergence"] = convergence
-        logs["k"] = self.k.clone()  # the k_t used in this step's L_D
+        used_k = self.k.clone()  # the k_t of this step's L_D
         self.k.copy_(began_k_update(self.k, real_loss, fake_loss, self.gamma, self.lambda_k))
-        self.convergence_sum += convergence
-        self.convergence_count += 1
+        self.convergence_sum.add_(convergence)
+        self.convergence_count.add_(1)
+        return {"convergence": convergence, "k": used_k}
 
     def generator_loss(self, fake, labels=None):
         loss = began_generator_loss(self.reconstruction_loss(fake))
@@ -102,20 +103,22 @@ class BEGAN(AdversarialModel):
             "convergence": began_convergence(real_loss, fake_loss, self.gamma),
         }
 
-    def on_train_epoch_end(self) -> None:
-        if int(self.convergence_count) == 0:
-            return
-        epoch_convergence = self.convergence_sum / self.convergence_count
+    def epoch_end_update(self) -> dict:
+        """The epoch's mean M_global; after ``lr_decay_patience`` epochs without a new best, both
+        learning rates are scaled by ``lr_decay_factor`` (``lr_scale``; ``scaled_lr`` keeps them
+        at or above ``lr_min``). Branch-free, for populations."""
+        count = self.convergence_count
+        epoch_convergence = self.convergence_sum / count.clamp_min(1)
+        improved = (count > 0) & (epoch_convergence < self.best_convergence)
+        self.best_convergence.copy_(torch.where(improved, epoch_convergence, self.best_convergence))
+        waited = torch.where(improved, 0, self.epochs_without_improvement + (count > 0).long())
+        decay = waited >= self.lr_decay_patience
+        self.epochs_without_improvement.copy_(torch.where(decay, 0, waited))
         self.convergence_sum.zero_()
         self.convergence_count.zero_()
-        self.log("train/convergence_epoch", epoch_convergence)
-        if epoch_convergence < self.best_convergence:
-            self.best_convergence.copy_(epoch_convergence)
-            self.epochs_without_improvement.zero_()
-            return
-        self.epochs_without_improvement += 1
-        if int(self.epochs_without_improvement) >= self.lr_decay_patience:
-            self.epochs_without_improvement.zero_()
-            for optimizer in self.optimizers():
-                for group in optimizer.param_groups:
-                    group["lr"] = max(group["lr"] * self.lr_decay_factor, self.lr_min)
+        ones = torch.ones_like(epoch_convergence)
+        scale = torch.where(decay, self.lr_decay_factor * ones, ones)
+        return {"convergence_epoch": epoch_convergence, "lr_scale": scale}
+
+    def scaled_lr(self, lr: float, scale: float) -> float:
+        return max(lr * scale, self.lr_min)

@@ -9,6 +9,9 @@ from src.data.clusters import kmeans, nearest_centroid
 from src.data.datamodule import to_signed_unit
 from src.models.gan import GAN, check_conditioned
 
+#: the last k-means result (key: the images' storage and shape, k, iterations, seed, subset size)
+_CLUSTERINGS: dict = {}
+
 
 class ClusterGAN(GAN):
     """Cluster-conditioned GAN, after the self-conditioned GAN (Liu et al. 2020, Sec. 3): k-means
@@ -63,16 +66,20 @@ class ClusterGAN(GAN):
     def latent_dim(self) -> int:
         return self.generator.latent_dim + self.num_clusters
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
+    def prepare_fit(self, datamodule) -> None:
         # On resume this runs too (Lightning restores the checkpoint after the setup hooks); the
         # restore then overwrites the clusters with the saved ones, which the seeded k-means equals.
-        if stage == "fit" and not self.has_clusters:
-            self.fit_clusters(self.trainer.datamodule.splits["train"][0])
+        if not self.has_clusters:
+            datamodule.setup("fit")
+            self.fit_clusters(datamodule.splits["train"][0])
 
     def fit_clusters(self, images_uint8: torch.Tensor, max_points: int = 60000) -> None:
         """k-means on the training images as the model sees them ([-1, 1], flattened); on a seeded
         subset of ``max_points`` when there are more (a 64 px image folder would not fit)."""
+        # the members of a population cluster the same images alike: computed once (the key holds
+        # a sample of the pixels too, should another image set reuse the memory)
+        key = (images_uint8.data_ptr(), tuple(images_uint8.shape), int(images_uint8[::97].sum()))
+        key += (self.num_clusters, self.cluster_iterations, self.cluster_seed, max_points)
         if images_uint8.shape[0] > max_points:
             rng = torch.Generator().manual_seed(self.cluster_seed)
             images_uint8 = images_uint8[
@@ -83,9 +90,12 @@ class ClusterGAN(GAN):
             raise ValueError(
                 f"training images have {points.shape[1]} pixels, G makes {self.centroids.shape[1]}"
             )
-        centroids, assignments = kmeans(
-            points, self.num_clusters, self.cluster_iterations, seed=self.cluster_seed
-        )
+        if key not in _CLUSTERINGS:
+            _CLUSTERINGS.clear()
+            _CLUSTERINGS[key] = kmeans(
+                points, self.num_clusters, self.cluster_iterations, seed=self.cluster_seed
+            )
+        centroids, assignments = _CLUSTERINGS[key]
         self.centroids.copy_(centroids)
         counts = torch.bincount(assignments, minlength=self.num_clusters).float()
         self.cluster_frequencies.copy_(counts / counts.sum())

@@ -18,6 +18,7 @@ class EBGAN(AdversarialModel):
 
     discriminator_role = "autoencoder"
     loss_family = "energy"
+    member_hparams = ("margin",)
 
     def __init__(
         self,
@@ -57,13 +58,15 @@ class EBGAN(AdversarialModel):
         loss = ebgan_generator_loss(fake_energy)
         logs = {"loss_g": loss.detach()}
         # a mode-collapse diagnostic only: the PT never enters plain EBGAN's loss
-        if self._is_log_step():
+        if self.log_this_step:
             logs["pt"] = pulling_away_term(embedding.detach())
         return loss, logs
 
 
 class EBGANPT(EBGAN):
     """EBGAN-PT: L_G = D(G(z)) + w * f_PT(S), S = Enc(G(z)) (Zhao et al. 2016 Eq. 7; w = 0.1)."""
+
+    member_hparams = ("margin", "pt_weight")
 
     def __init__(
         self,

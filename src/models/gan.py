@@ -125,6 +125,8 @@ class InfoGAN(GAN):
     prior the class shares.
     """
 
+    member_hparams = ("code_weight",)
+
     def __init__(
         self,
         generator,
@@ -161,7 +163,6 @@ class InfoGAN(GAN):
         )
         self.num_codes = num_codes
         self.code_weight = code_weight
-        self._codes: torch.Tensor | None = None  # c of the latents of the last forward
 
     def sample_latent(self, n, generator=None, device=None):
         z = super().sample_latent(n, generator=generator, device=device)
@@ -169,16 +170,16 @@ class InfoGAN(GAN):
         z[:, -self.num_codes :] = F.one_hot(codes, self.num_codes).to(z.dtype)
         return z
 
-    def forward(self, z, labels=None):
-        # the losses below need c of the fakes they score; the code is read back off the latent
-        # (argmax: an interpolated latent keeps its dominant code)
-        self._codes = z[:, -self.num_codes :].argmax(1)
-        return super().forward(z, labels)
+    def codes(self) -> torch.Tensor:
+        """c of the fakes the losses score, read back off the step's latents (argmax: an
+        interpolated latent keeps its dominant code)."""
+        return self.step_inputs["z"][:, -self.num_codes :].argmax(1)
 
     def discriminator_loss(self, real, fake, labels=None):
         real_logits = self.discriminator(real)
         fake_logits, code_logits = self.discriminator.logits_and_code_logits(fake)
-        information = mutual_information_lower_bound(code_logits, self._codes)
+        codes = self.codes()
+        information = mutual_information_lower_bound(code_logits, codes)
         adversarial = self.discriminator_objective(real_logits, fake_logits)
         loss = adversarial - self.code_weight * information
         return loss, {
@@ -186,14 +187,14 @@ class InfoGAN(GAN):
             "d_real": torch.sigmoid(real_logits.detach()).mean(),
             "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
             "mutual_information": information.detach(),
-            "code_accuracy": (code_logits.detach().argmax(1) == self._codes).float().mean(),
+            "code_accuracy": (code_logits.detach().argmax(1) == codes).float().mean(),
         }
 
     def generator_loss(self, fake, labels=None):
         fake_logits, code_logits = self.discriminator.logits_and_code_logits(fake)
         adversarial = self.generator_objective(fake_logits)
         loss = adversarial - self.code_weight * mutual_information_lower_bound(
-            code_logits, self._codes
+            code_logits, self.codes()
         )
         return loss, {"loss_g": adversarial.detach()}
 

@@ -21,7 +21,13 @@ from src.losses import (
     reparameterize,
     vaegan_discriminator_loss,
 )
-from src.models.base import VALIDATION_SEED, AdversarialModel, OptimizerFactory, frozen
+from src.models.base import (
+    VALIDATION_SEED,
+    AdversarialModel,
+    ManualLoop,
+    OptimizerFactory,
+    frozen,
+)
 from src.nets.batch_norm import batch_statistics
 
 
@@ -32,6 +38,7 @@ class VAE(AdversarialModel):
     discriminator_role = None
     loss_family = None
     needs_encoder = True
+    population_refusal = ManualLoop.population_refusal  # its own step: encoder and decoder
 
     def __init__(
         self,

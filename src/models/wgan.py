@@ -20,6 +20,7 @@ class WGAN(AdversarialModel):
 
     discriminator_role = "critic"
     loss_family = "wasserstein"
+    member_hparams = ("clip_value",)
 
     def __init__(
         self,
@@ -56,12 +57,13 @@ class WGAN(AdversarialModel):
             "wasserstein_estimate": (real_scores.detach().mean() - fake_scores.detach().mean()),
         }
 
-    def after_discriminator_step(self, logs: dict) -> None:
+    def after_discriminator_step(self, logs: dict) -> dict:
         if self.clip_value is None:
-            return
+            return {}
         with torch.no_grad():
             for parameter in self.discriminator.parameters():
-                parameter.clamp_(-self.clip_value, self.clip_value)
+                parameter.copy_(parameter.clamp(-self.clip_value, self.clip_value))
+        return {}
 
     def generator_loss(self, fake, labels=None):
         loss = wasserstein_generator_loss(self.discriminate(fake, labels))
@@ -73,8 +75,11 @@ class WGANGP(WGAN):
     L_c = E[c(G(z))] - E[c(x)] + lambda E[(||grad c(x_hat)|| - 1)^2].
 
     No weight clipping. The penalty is per sample, so the critic must not normalise across the
-    batch: a critic with batch norm is refused (the paper uses layer norm or none).
+    batch: a critic with batch norm is refused (the paper uses layer norm or none). Each step's
+    interpolation weights e ~ U[0, 1] are drawn with its latents (``sample_step_noise``).
     """
+
+    member_hparams = ("penalty_weight",)
 
     def __init__(
         self,
@@ -100,10 +105,15 @@ class WGANGP(WGAN):
         )
         self.penalty_weight = float(penalty_weight)
 
+    def sample_step_noise(self, n, generator=None, device=None):
+        device = self.device if device is None else device
+        return {"mixing": torch.rand(n, device=device, generator=generator)}
+
     def discriminator_loss(self, real, fake, labels=None):
         real_scores, fake_scores = self.discriminate(real, labels), self.discriminate(fake, labels)
         wasserstein = wasserstein_critic_loss(real_scores, fake_scores)
-        penalty = gradient_penalty(lambda x: self.discriminate(x, labels), real, fake)
+        mixing = self.step_inputs.get("mixing")  # absent outside a training step: drawn there
+        penalty = gradient_penalty(lambda x: self.discriminate(x, labels), real, fake, mixing)
         loss = wasserstein + self.penalty_weight * penalty
         return loss, {
             **self._critic_logs(loss, real_scores, fake_scores),

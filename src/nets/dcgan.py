@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from src.nets.conditioning import append_label_vectors, check_unconditional, label_vectors
+from src.nets.spectral import spectral_norm
 
 
 def _base_size(image_size: int) -> int:
@@ -112,7 +113,7 @@ class DCGANClassifier(nn.Module):
         if norm == "spectral":
             for layer in self.modules():
                 if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                    nn.utils.parametrizations.spectral_norm(layer)
+                    spectral_norm(layer)
 
     #: hidden layers ``logits_and_features`` can read: the two conv stages
     n_feature_layers = 2

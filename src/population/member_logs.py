@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class MemberLogs:
-    def __init__(self, members, models, lrs: dict[str, list[float]], log_every_n_steps: int):
+    def __init__(self, members, models, population, log_every_n_steps: int):
         self.size = len(members)
         self.log_every_n_steps = int(log_every_n_steps)  # 0: never, as Lightning
-        self.lrs = lrs  # {"lr_g": [K], "lr_d": [K]}: constant for the models a population trains
+        self.population = population  # its optimizers' learning rates are logged
         self.loggers = [
             build_loggers(m.cfg, m.runtime.get("choices", {}), concurrent=True) for m in members
         ]
@@ -44,13 +44,19 @@ class MemberLogs:
 
     def flush_train(self, epoch: int, diverged_at: list[int]) -> None:
         """Log the epoch's snapshots: member k's only before the batch it diverged at."""
+        # float32, as a single run's logged values (Lightning keeps them as tensors); constant
+        # within an epoch (a decay applies between epochs)
+        lrs = {
+            "lr_g": self.population.optimizer_g.lr.tolist(),
+            "lr_d": self.population.optimizer_d.lr.tolist(),
+        }
         for batches_seen, values in self._pending:
             host = {name: value.tolist() for name, value in values.items()}
             for k in range(self.size):
                 if diverged_at[k] and batches_seen >= diverged_at[k]:
                     continue
                 row = {f"train/{name}": host[name][k] for name in host}
-                row.update({f"train/{name}": v[k] for name, v in self.lrs.items()})
+                row.update({f"train/{name}": v[k] for name, v in lrs.items()})
                 self.train[k] = row
                 # Lightning's step when the n-th batch logs: n - 1
                 self._log(k, {**row, "epoch": epoch}, batches_seen - 1)
@@ -60,6 +66,15 @@ class MemberLogs:
         row = {f"val/{name}": float(v) for name, v in values.items()}
         self.val[k].update(row)
         self._log(k, {**row, "epoch": epoch}, step)
+
+    def log_epoch_end(self, values: dict, alive: list[int], epoch: int, step: int) -> None:
+        """The model's epoch-end values (``epoch_end_update``) as ``train/<name>``, where a
+        single run's ``on_train_epoch_end`` logs them."""
+        host = {name: value.tolist() for name, value in values.items()}
+        for k in alive:
+            row = {f"train/{name}": float(v[k]) for name, v in host.items()}
+            self.train[k].update(row)
+            self._log(k, {**row, "epoch": epoch}, step)
 
     def log_image(self, k: int, path, step: int) -> None:
         for logger in self.loggers[k]:
@@ -102,33 +117,25 @@ class MemberLogs:
 
 
 @torch.no_grad()
-def validation_values(population, model, val_batches, device) -> list[dict]:
+def validation_values(population, val_batches, device) -> list[dict]:
     """Per member, the epoch means a single run's validation loop logs (src/models/base.py
     ``validation_step``): D's values on the held-out split and on G's samples for latents seeded
     per batch, G in eval mode, D on batch statistics; weighted by batch size as Lightning does."""
     from src.models.base import VALIDATION_SEED
-    from src.nets.batch_norm import batch_statistics
 
-    population.generator.eval()
-    population.discriminator.eval()
+    template = population.model
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    try:
-        for batch_idx, (real, _) in enumerate(val_batches):
-            real = real.to(device)
-            size = real.shape[0]
-            seeded = torch.Generator(device=device).manual_seed(VALIDATION_SEED + batch_idx)
-            z = model.sample_latent(size, generator=seeded, device=device)
-            fake = population.generator(z.unsqueeze(0).expand(population.size, -1, -1))
-            with batch_statistics(population.discriminator):
-                shared = real.unsqueeze(0).expand(population.size, *real.shape)
-                _, logs = population.discriminator_terms(shared, fake)
-            for name, value in logs.items():
-                sums[name] = sums.get(name, 0) + value.double() * size
-            count += size
-    finally:
-        population.generator.train()
-        population.discriminator.train()
+    for batch_idx, batch in enumerate(val_batches):
+        real = batch[0].to(device)
+        labels = template.batch_labels((real, batch[1].to(device)))
+        size = real.shape[0]
+        seeded = torch.Generator(device=device).manual_seed(VALIDATION_SEED + batch_idx)
+        z = template.sample_latent(size, generator=seeded, device=device)
+        logs = population.validation_values(real, z, labels)
+        for name, value in logs.items():
+            sums[name] = sums.get(name, 0) + value.double() * size
+        count += size
     if not count:
         return [{} for _ in range(population.size)]
     host = {name: (total / count).tolist() for name, total in sums.items()}

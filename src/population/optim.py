@@ -1,6 +1,6 @@
 """One optimizer for a population: each member steps its own slice of every stacked parameter with
-its own optimizer kind (Adam or SGD, as the GAN grid's optimD / optimG axes ask) and
-hyper-parameters, with exactly the update torch.optim.Adam / torch.optim.SGD would make for it.
+its own optimizer kind (Adam, SGD or RMSprop: the GAN grid's optimD / optimG axes, WGAN's RMSprop)
+and hyper-parameters, with exactly the update torch.optim.Adam / SGD / RMSprop would make for it.
 
 A member can be frozen (it diverged): its parameters, moments and step count stay as they are.
 """
@@ -17,25 +17,39 @@ import torch
 class MemberOptimizer:
     """One member's optimizer, as its config builds it (conf/optimizer/*.yaml)."""
 
-    kind: str  # "adam" | "sgd"
+    kind: str  # "adam" | "sgd" | "rmsprop"
     lr: float
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     momentum: float = 0.0
+    alpha: float = 0.99  # RMSprop's smoothing constant
 
     @classmethod
     def from_torch(cls, optimizer: torch.optim.Optimizer) -> MemberOptimizer:
-        """The settings of a built torch optimizer (Adam or SGD, one param group, no extras)."""
+        """The settings of a built torch optimizer (Adam, SGD or RMSprop, one param group, no
+        extras); a ValueError naming what a population does not step."""
         group = optimizer.param_groups[0]
-        if group.get("weight_decay", 0) or group.get("amsgrad") or group.get("nesterov"):
-            raise ValueError("a population supports Adam and SGD without weight decay / variants")
-        if group.get("maximize") or group.get("dampening", 0):
-            raise ValueError("a population supports Adam and SGD without maximize / dampening")
+        unsupported = [
+            key
+            for key in ("weight_decay", "amsgrad", "nesterov", "maximize", "dampening", "centered")
+            if group.get(key)
+        ]
+        if isinstance(optimizer, torch.optim.RMSprop) and group.get("momentum"):
+            unsupported.append("momentum")
+        if unsupported:
+            raise ValueError(
+                f"a population steps {type(optimizer).__name__} without {unsupported} (set "
+                "them to 0 / false, or train these jobs without hydra/launcher=population)"
+            )
         if isinstance(optimizer, torch.optim.Adam):
             return cls("adam", group["lr"], tuple(group["betas"]), group["eps"])
         if isinstance(optimizer, torch.optim.SGD):
             return cls("sgd", group["lr"], momentum=group["momentum"])
-        raise ValueError(f"a population supports Adam and SGD, not {type(optimizer).__name__}")
+        if isinstance(optimizer, torch.optim.RMSprop):
+            return cls("rmsprop", group["lr"], eps=group["eps"], alpha=group["alpha"])
+        raise ValueError(
+            f"a population steps Adam, SGD and RMSprop, not {type(optimizer).__name__}"
+        )
 
 
 #: below this many weights a member, a GPU steps Adam faster vectorized (launch-bound); above,
@@ -98,10 +112,12 @@ class StackedOptimizer:
         self.active = active
         self.any_adam = any(m.kind == "adam" for m in members)
         self.any_sgd = any(m.kind == "sgd" for m in members)
+        self.any_rmsprop = any(m.kind == "rmsprop" for m in members)
         # state only for the kinds present (the largest grid cell's G has 44 M weights a member)
         self.exp_avg = [torch.zeros_like(p) for p in self.params] if self.any_adam else []
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params] if self.any_adam else []
         self.momentum_buffer = [torch.zeros_like(p) for p in self.params] if self.any_sgd else []
+        self.square_avg = [torch.zeros_like(p) for p in self.params] if self.any_rmsprop else []
         # Adam's step count t per member, float32 as the fused kernel reads it
         self.adam_steps = torch.zeros(size, dtype=torch.float32, device=device)
         self.adam_members = [k for k, m in enumerate(members) if m.kind == "adam"]
@@ -120,7 +136,13 @@ class StackedOptimizer:
             return torch.tensor(values, dtype=torch.float32, device=device)
 
         self.is_adam = torch.tensor([m.kind == "adam" for m in members], device=device)
-        self.lr = column([m.lr for m in members])
+        self.is_sgd = torch.tensor([m.kind == "sgd" for m in members], device=device)
+        self.is_rmsprop = torch.tensor([m.kind == "rmsprop" for m in members], device=device)
+        # the learning rates: a tensor for the vectorized forms, a host copy for the per-member
+        # ones (changed between epochs by ``set_lr``: BEGAN's decay)
+        self.lrs = [m.lr for m in members]
+        self.lr = column(self.lrs)
+        self.alpha = column([m.alpha for m in members])
         self.beta1 = column([m.betas[0] for m in members])
         self.beta2 = column([m.betas[1] for m in members])
         self.eps = column([m.eps for m in members])
@@ -131,11 +153,17 @@ class StackedOptimizer:
             p.grad = None
 
     _TENSORS = ("steps", "active", "adam_steps")
-    _LISTS = ("exp_avg", "exp_avg_sq", "momentum_buffer")
+    _LISTS = ("exp_avg", "exp_avg_sq", "momentum_buffer", "square_avg")
+
+    def set_lr(self, k: int, lr: float) -> None:
+        self.lrs[k] = float(lr)
+        self.lr[k] = float(lr)
 
     def state_dict(self) -> dict:
-        """Step counts, the active mask and every moment / buffer (for a population checkpoint)."""
-        return {name: getattr(self, name) for name in (*self._TENSORS, *self._LISTS)}
+        """Step counts, the active mask, the learning rates and every moment / buffer (for a
+        population checkpoint)."""
+        state = {name: getattr(self, name) for name in (*self._TENSORS, *self._LISTS)}
+        return {**state, "lrs": list(self.lrs)}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
@@ -143,8 +171,10 @@ class StackedOptimizer:
         for name in self._TENSORS:
             getattr(self, name).copy_(state[name])
         for name in self._LISTS:
-            for mine, saved in zip(getattr(self, name), state[name], strict=True):
+            for mine, saved in zip(getattr(self, name), state.get(name, []), strict=True):
                 mine.copy_(saved)
+        for k, lr in enumerate(state.get("lrs", self.lrs)):
+            self.set_lr(k, lr)
 
     @torch.no_grad()
     def export_member(self, k: int, pairs, optimizer: torch.optim.Optimizer) -> None:
@@ -166,40 +196,55 @@ class StackedOptimizer:
                     "exp_avg": take(self.exp_avg[i]).to(mine.device, copy=True),
                     "exp_avg_sq": take(self.exp_avg_sq[i]).to(mine.device, copy=True),
                 }
+            elif member.kind == "rmsprop":
+                optimizer.state[mine] = {
+                    "step": torch.tensor(float(self.steps[k]), dtype=torch.float32),
+                    "square_avg": take(self.square_avg[i]).to(mine.device, copy=True),
+                }
             elif member.momentum:
                 buffer = take(self.momentum_buffer[i]).to(mine.device, copy=True)
                 optimizer.state[mine] = {"momentum_buffer": buffer}
+        for group in optimizer.param_groups:  # a decayed learning rate travels too
+            group["lr"] = self.lrs[k]
 
     def freeze(self, member: int) -> None:
         """Stop updating ``member`` (its state stays as it was at its last good step)."""
         self.active[member] = False
 
     @torch.no_grad()
-    def step(self) -> None:
-        active = self.active
+    def step(self, members: torch.Tensor | None = None) -> None:
+        """One step of the active members (and of ``members`` only, when given: the members
+        whose schedule has a step on this batch)."""
+        active = self.active if members is None else self.active & members
         first_step = self.steps == 0
         self.steps += active.long()
         with_grad = [i for i, p in enumerate(self.params) if p.grad is not None]
+        # on a GPU a step never reads the device (nor may it, in a CUDA graph)
+        vectorized = self.vectorized or self.params[0].device.type != "cpu"
         if self.any_adam:
             self.adam_steps += (active & self.is_adam).float()
             if self.vectorized:
-                self._adam_vectorized(with_grad)
+                self._adam_vectorized(with_grad, active)
             else:
-                self._adam_per_member(with_grad)
+                self._adam_per_member(with_grad, active)
         if self.any_sgd:
-            # on a GPU a step never reads the device (nor may it, in a CUDA graph)
-            if self.vectorized or self.params[0].device.type != "cpu":
-                self._sgd_vectorized(with_grad, first_step)
+            if vectorized:
+                self._sgd_vectorized(with_grad, first_step, active)
             else:
-                self._sgd_per_member(with_grad, first_step)
+                self._sgd_per_member(with_grad, first_step, active)
+        if self.any_rmsprop:
+            if vectorized:
+                self._rmsprop_vectorized(with_grad, active)
+            else:
+                self._rmsprop_per_member(with_grad, active)
 
     @staticmethod
     def _member_view(p: torch.Tensor) -> tuple:
         return (-1,) + (1,) * (p.dim() - 1)
 
-    def _adam_per_member(self, with_grad: list[int]) -> None:
+    def _adam_per_member(self, with_grad: list[int], active: torch.Tensor) -> None:
         # 1.0 where a member must not move: the kernel then returns without touching anything
-        skip = (~self.active).float()
+        skip = (~active).float()
         every = len(with_grad) == len(self.params)
         for k in self.adam_members:
             member = self.members[k]
@@ -216,7 +261,7 @@ class StackedOptimizer:
                 [],
                 [self.adam_steps[k]] * len(with_grad),
                 amsgrad=False,
-                lr=member.lr,
+                lr=self.lrs[k],
                 beta1=member.betas[0],
                 beta2=member.betas[1],
                 weight_decay=0.0,
@@ -226,8 +271,8 @@ class StackedOptimizer:
                 found_inf=skip[k],
             )
 
-    def _adam_vectorized(self, with_grad: list[int]) -> None:
-        adam = self.is_adam & self.active
+    def _adam_vectorized(self, with_grad: list[int], active: torch.Tensor) -> None:
+        adam = self.is_adam & active
         # torch.optim.Adam's arithmetic with each member's own step count t
         t = self.adam_steps.clamp_min(1)
         step_size = torch.where(adam, self.lr / (1 - self.beta1**t), 0.0)
@@ -247,12 +292,14 @@ class StackedOptimizer:
             denom = (exp_avg_sq.sqrt() / sqrt_bias2.view(view)).add_(self.eps.view(view))
             p.addcdiv_(exp_avg * step_size.view(view), denom, value=-1.0)
 
-    def _sgd_per_member(self, with_grad: list[int], first_step: torch.Tensor) -> None:
+    def _sgd_per_member(
+        self, with_grad: list[int], first_step: torch.Tensor, active: torch.Tensor
+    ) -> None:
         """The CPU's SGD: each active SGD member's own slices, updated as torch.optim.SGD does it
         (buffer = grad at the first step, then momentum * buffer + grad; p -= lr * buffer). One
         pass over a member's weights, where the masked form makes ~7 over every member's: on a
         memory-bound CPU the reduced GAN grid's populations of 8 stepped 1.9x slower with it."""
-        active, first = self.active.tolist(), first_step.tolist()
+        active, first = active.tolist(), first_step.tolist()
         for k, member in enumerate(self.members):
             if member.kind != "sgd" or not active[k]:
                 continue
@@ -267,10 +314,12 @@ class StackedOptimizer:
                     torch._foreach_mul_(buffers, member.momentum)
                     torch._foreach_add_(buffers, grads)
                 grads = buffers
-            torch._foreach_add_(params, grads, alpha=-member.lr)
+            torch._foreach_add_(params, grads, alpha=-self.lrs[k])
 
-    def _sgd_vectorized(self, with_grad: list[int], first_step: torch.Tensor) -> None:
-        sgd = ~self.is_adam & self.active
+    def _sgd_vectorized(
+        self, with_grad: list[int], first_step: torch.Tensor, active: torch.Tensor
+    ) -> None:
+        sgd = self.is_sgd & active
         lr = torch.where(sgd, self.lr, 0.0)
         # torch.optim.SGD's buffer: the gradient at the first step, then momentum * buffer + grad
         keep = torch.where(first_step, 0.0, self.momentum)
@@ -281,3 +330,34 @@ class StackedOptimizer:
             grad = torch.where(sgd.view(view), p.grad, 0.0)
             buffer.copy_(torch.where(sgd.view(view), buffer * keep.view(view) + grad, buffer))
             p.sub_(buffer * lr.view(view))
+
+    def _rmsprop_per_member(self, with_grad: list[int], active: torch.Tensor) -> None:
+        """torch.optim.RMSprop's update (not centered, no momentum) of each active RMSprop
+        member's own slices: square_avg = alpha * square_avg + (1 - alpha) * grad^2;
+        p -= lr * grad / (sqrt(square_avg) + eps)."""
+        active = active.tolist()
+        for k, member in enumerate(self.members):
+            if member.kind != "rmsprop" or not active[k]:
+                continue
+            grads = [self.params[i].grad[k] for i in with_grad]
+            averages = [self.square_avg[i][k] for i in with_grad]
+            torch._foreach_mul_(averages, member.alpha)
+            torch._foreach_addcmul_(averages, grads, grads, value=1 - member.alpha)
+            denominators = torch._foreach_sqrt(averages)
+            torch._foreach_add_(denominators, member.eps)
+            params = [self.params[i][k] for i in with_grad]
+            torch._foreach_addcdiv_(params, grads, denominators, value=-self.lrs[k])
+
+    def _rmsprop_vectorized(self, with_grad: list[int], active: torch.Tensor) -> None:
+        rmsprop = self.is_rmsprop & active
+        decay = torch.where(rmsprop, self.alpha, 1.0)
+        weight = torch.where(rmsprop, 1 - self.alpha, 0.0)
+        lr = torch.where(rmsprop, self.lr, 0.0)
+        for i in with_grad:
+            p = self.params[i]
+            view = self._member_view(p)
+            grad = torch.where(rmsprop.view(view), p.grad, 0.0)
+            average = self.square_avg[i]
+            average.mul_(decay.view(view)).addcmul_(grad * weight.view(view), grad)
+            denominator = average.sqrt().add_(self.eps.view(view))
+            p.addcdiv_(grad * lr.view(view), denominator, value=-1.0)

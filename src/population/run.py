@@ -28,7 +28,7 @@ from src.population.member_logs import MemberLogs, validation_values
 from src.population.step import Population
 from src.runs.checkpoints import lightning_resume_state, save_checkpoint_file
 from src.runs.training import batches_per_epoch, check_training_batches
-from src.sampling import image_grid
+from src.sampling import image_grid, requested_labels
 from src.utils import check_paths, validate_config, write_json_atomic
 from src.utils.errors import UserError
 from src.utils.files import (
@@ -77,12 +77,14 @@ LATENT_CHUNK = 64
 
 
 class LatentStream:
-    """Each member's latents from its own generator (seeded with its seed), drawn ``steps``
-    batches at a time ([S, K, B, d]), handed out one batch [K, B, d] at a time. Its state (the
-    generators' states where the current chunk began, and the position in it) resumes exactly."""
+    """Each member's latents (and the step noise its model draws: ``sample_step_noise``) from its
+    own generator (seeded with its seed), drawn ``steps`` batches at a time ([S, K, B, d]), handed
+    out one batch at a time: (z [K, B, d], {name: [K, B, ...]}). Its state (the generators' states
+    where the current chunk began, and the position in it) resumes exactly."""
 
     def __init__(self, models, seeds, batch_size: int, steps: int, device):
         self.models = models
+        self.seeds = list(seeds)
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         self.batch_size = batch_size
         self.steps = steps
@@ -93,23 +95,28 @@ class LatentStream:
 
     def _draw(self) -> None:
         self.chunk_start = [g.get_state() for g in self.generators]
-        self.chunk = torch.stack(
-            [
-                model.sample_latent(
-                    self.steps * self.batch_size, generator=g, device=self.device
-                ).view(self.steps, self.batch_size, -1)
-                for model, g in zip(self.models, self.generators, strict=True)
-            ],
-            dim=1,
-        )
+        n = self.steps * self.batch_size
+        latents, noises = [], []
+        for model, g in zip(self.models, self.generators, strict=True):
+            latents.append(model.sample_latent(n, generator=g, device=self.device))
+            noises.append(model.sample_step_noise(n, generator=g, device=self.device))
+        self.chunk = torch.stack(latents).view(len(latents), self.steps, self.batch_size, -1)
+        self.chunk = self.chunk.transpose(0, 1)
+        self.noise_chunk = {
+            name: torch.stack([noise[name] for noise in noises])
+            .view(len(noises), self.steps, self.batch_size, *noises[0][name].shape[1:])
+            .transpose(0, 1)
+            for name in noises[0]
+        }
         self.position = 0
 
-    def next(self) -> torch.Tensor:
+    def next(self) -> tuple[torch.Tensor, dict]:
         if self.chunk is None or self.position == self.steps:
             self._draw()
         z = self.chunk[self.position]
+        noise = {name: chunk[self.position] for name, chunk in self.noise_chunk.items()}
         self.position += 1
-        return z
+        return z, noise
 
     def state_dict(self) -> dict:
         return {
@@ -147,6 +154,8 @@ def train_population(members: list[Member]) -> list[dict]:
     datamodule = instantiate(first.data)
     datamodule.prepare_data()
     check_training_batches(first, datamodule)  # none: an error naming the key, not "completed"
+    for model in models:  # what a single run's setup computes from the data (clusters)
+        model.prepare_fit(datamodule)
     population = Population(
         models, device, cuda_graphs=bool(OmegaConf.select(first, "model.cuda_graphs"))
     )
@@ -168,11 +177,7 @@ def train_population(members: list[Member]) -> list[dict]:
     callbacks = first.get("callbacks") or {}
     with torch.random.fork_rng(devices=[]):  # building the classifier draws initial weights
         scores = _scorer(callbacks.get("generative_metrics"), datamodule, device)
-    lrs = {  # float32, as a single run's logged values (Lightning keeps them as tensors)
-        "lr_g": population.optimizer_g.lr.tolist(),
-        "lr_d": population.optimizer_d.lr.tolist(),
-    }
-    logs = MemberLogs(members, models, lrs, first.trainer.get("log_every_n_steps", 50))
+    logs = MemberLogs(members, models, population, first.trainer.get("log_every_n_steps", 50))
     try:  # a crash or an interrupt still closes every member's loggers (W&B: as failed)
         last_values: dict = {}  # the newest per-member values ([K] tensors): D's, and the last G's
         val_batches = _validation_batches(first.trainer, datamodule)
@@ -185,12 +190,19 @@ def train_population(members: list[Member]) -> list[dict]:
         first_epoch = 0
         saved = _load_population(checkpoint_path, device)
         if saved is not None:  # an interrupted population: on from its last finished epoch
-            population.load_state_dict(saved["population"])
-            latents.load_state_dict(saved["latents"])
-            # a checkpoint of the code before members' loggers kept train_logs / val_logs
-            logs.load_state_dict(
-                saved.get("logs") or {"train": saved["train_logs"], "val": saved["val_logs"]}
-            )
+            try:
+                population.load_state_dict(saved["population"])
+                latents.load_state_dict(saved["latents"])
+            except (KeyError, ValueError, RuntimeError) as err:  # another version's state
+                set_aside(checkpoint_path, f"not a state of this population ({err!r})")
+                population = Population(models, device, cuda_graphs=population.cuda_graphs)
+                logs.population = population
+                latents = LatentStream(
+                    models, latents.seeds, latents.batch_size, latents.steps, device
+                )
+                saved = None
+        if saved is not None:
+            logs.load_state_dict(saved["logs"])
             seconds = saved["seconds"]
             epochs_done = saved["epochs_done"]
             torch.set_rng_state(saved["rng"].cpu())
@@ -203,14 +215,13 @@ def train_population(members: list[Member]) -> list[dict]:
         for epoch in range(first_epoch, max_epochs):
             epoch_started = time.perf_counter()
             epoch_box[0] = epoch
-            population.generator.train()
-            population.discriminator.train()
-            for batch_idx, (real, _) in enumerate(loader):
+            for batch_idx, batch in enumerate(loader):
                 if batch_idx >= per_epoch:
                     break
-                z = latents.next()
-                generator_step = (batch_idx + 1) % population.d_steps_per_g_step == 0
-                last_values.update(population.train_batch(real, z, generator_step))
+                z, noise = latents.next()
+                labels = population.model.batch_labels(batch)  # shared: the real batch's
+                steps = population.generator_steps(batch_idx)
+                last_values.update(population.train_batch(batch[0], z, steps, labels, noise))
                 batches_seen = epoch * per_epoch + batch_idx + 1
                 if logs.is_log_step(batches_seen):
                     logs.snapshot(batches_seen, last_values)
@@ -223,9 +234,11 @@ def train_population(members: list[Member]) -> list[dict]:
             epochs_done[alive] += 1
             step = (epoch + 1) * per_epoch - 1  # where a single run logs its epoch's val values
             if val_batches is not None and (epoch + 1) % val_batches[1] == 0 and alive:
-                values = validation_values(population, models[0], val_batches[0], device)
+                values = validation_values(population, val_batches[0], device)
                 for k in alive:
                     logs.log_val(k, values[k], epoch, step)
+            # the model's epoch-end update (BEGAN's lr decay), before the checkpoints
+            logs.log_epoch_end(population.end_epoch(), alive, epoch, step)
             _epoch_end(
                 population,
                 members,
@@ -334,19 +347,6 @@ def _scorer(metrics_cfg, datamodule, device):
     )
 
 
-@torch.no_grad()
-def _render(population: Population, z: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
-    """Every member's G(z) for the same latents z [n, d], in eval mode: [K, n, 1, H, W]."""
-    population.generator.eval()
-    z = z.to(population.device)
-    out = [
-        population.generator(z[start : start + chunk].unsqueeze(0).expand(population.size, -1, -1))
-        for start in range(0, z.shape[0], chunk)
-    ]
-    population.generator.train()
-    return torch.cat(out, dim=1)
-
-
 def _epoch_end(
     population,
     members,
@@ -363,14 +363,17 @@ def _epoch_end(
     """Sample grids, scores and last.ckpt of the members still alive, as the callbacks would."""
     step = (epoch + 1) * batches_per_epoch - 1
     grid_cfg = callbacks.get("sample_grid")
+    template = population.model
     if grid_cfg and (epoch + 1) % grid_cfg.every_n_epochs == 0:
-        z = models[0].sample_latent(
-            grid_cfg.n_samples,
-            generator=torch.Generator().manual_seed(grid_cfg.get("seed", 0)),
-            device="cpu",
+        # as src/callbacks/sample_grid.py draws them: one column per class when conditional
+        n, columns = grid_cfg.n_samples, int(grid_cfg.n_samples**0.5)
+        if template.num_classes:
+            columns = template.num_classes
+            n = -(-n // columns) * columns
+        z = template.sample_latent(
+            n, generator=torch.Generator().manual_seed(grid_cfg.get("seed", 0)), device="cpu"
         )
-        images = _render(population, z).cpu()
-        columns = int(grid_cfg.n_samples**0.5)
+        images = population.generate(z, requested_labels(template, n)).cpu()
         for k in alive:
             folder = members[k].output_dir / "samples"
             folder.mkdir(parents=True, exist_ok=True)
@@ -388,11 +391,12 @@ def _epoch_end(
         # chunk by chunk, as src.sampling.generate draws them: the latents a single run scores
         z = torch.cat(
             [
-                models[0].sample_latent(min(1000, n - s), generator=seeded, device="cpu")
+                template.sample_latent(min(1000, n - s), generator=seeded, device="cpu")
                 for s in range(0, n, 1000)
             ]
         )
-        images = _render(population, z)[alive]
+        requested = requested_labels(template, n)
+        images = population.generate(z, requested)[alive]
         # the classifier sees every member's samples in one pass; the scores are per member
         features, predicted = scores.features(images.flatten(0, 1))
         features = features.view(len(alive), n, -1)
@@ -400,9 +404,12 @@ def _epoch_end(
         member_values = {}
         with torch.random.fork_rng(devices=[]):
             for position, k in enumerate(alive):
-                result = scores.score_features(features[position], predicted[position])
+                result = scores.score_features(features[position], predicted[position], requested)
                 result["blank_share"] = blank_share(images[position])
-                member_values[k] = {key: v for key, v in result.items() if not isinstance(v, list)}
+                values = {key: v for key, v in result.items() if not isinstance(v, list)}
+                for c, share in enumerate(result.get("class_match_per_class", [])):
+                    values[f"class_match_{c}"] = share
+                member_values[k] = values
         seconds = (time.perf_counter() - started) / len(alive)
         for k in alive:
             # the population's wall time so far, as a single run's is since its fit started
@@ -441,10 +448,9 @@ def _save_member(
     """Member k as its own model's checkpoint: weights, batch-norm statistics, run config, and
     what Lightning resumes from (its optimizers' states as torch's own optimizers hold them, the
     loop counters), so ``ckpt_path=`` continues it as a single run."""
-    pairs_g = population.generator.member_pairs(k, model.generator)
-    pairs_d = population.discriminator.member_pairs(k, model.discriminator)
-    population.generator.unstack(k, model.generator)
-    population.discriminator.unstack(k, model.discriminator)
+    pairs_g = population.stack.member_pairs(k, model, "generator")
+    pairs_d = population.stack.member_pairs(k, model, "discriminator")
+    population.stack.write_member(k, model)
     optimizer_g, optimizer_d = model.configure_optimizers()
     population.optimizer_g.export_member(k, pairs_g, optimizer_g)
     population.optimizer_d.export_member(k, pairs_d, optimizer_d)

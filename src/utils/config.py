@@ -113,7 +113,9 @@ def validate_config(cfg: DictConfig) -> type:
             f"model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
         )
     _check_translation(cfg, model_cls)
-    for group in ("model", "data"):
+    # a typo, or a key a group option merged in that the chosen class does not take (an SGD chosen
+    # for a model whose config sets Adam's betas)
+    for group in ("model", "data", "model.optimizer_g", "model.optimizer_d"):
         _check_keys_known(cfg, group)
     _check_accelerator(cfg)
     if OmegaConf.select(cfg, "model.cuda_graphs"):
@@ -158,7 +160,7 @@ def accepted_keys(cls: type) -> set[str] | None:
 def _check_keys_known(cfg: DictConfig, group: str) -> None:
     """A key the group's class does not take (a typo, ``+model.foo=1``) is named with the keys it
     does take, instead of a constructor's "unexpected keyword argument"."""
-    node = cfg.get(group)
+    node = OmegaConf.select(cfg, group)
     target = OmegaConf.select(cfg, f"{group}._target_")
     if not isinstance(node, DictConfig) or target is None:
         return
@@ -172,9 +174,12 @@ def _check_keys_known(cfg: DictConfig, group: str) -> None:
     # the model's run config is passed by src/runs/training.py, never from the config
     unknown = sorted(given - keys - {"run_config"})
     if unknown:
+        option = group.rsplit(".", 1)[-1] if "." in group else group
+        name = f"{group}={_choice(cfg, option)} ({target})" if "." not in group else target
+        hint = f"; remove it with ~{group}.{unknown[0]}" if "." in group else ""
         raise ConfigError(
-            f"{group}.{unknown[0]}: not a key of {group}={_choice(cfg, group)} ({target}); its "
-            f"keys are {sorted(keys - {'run_config'})}"
+            f"{group}.{unknown[0]}: not a key of {name}; its keys are "
+            f"{sorted(keys - {'run_config', 'params'})}{hint}"
         )
 
 

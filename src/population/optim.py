@@ -66,6 +66,16 @@ def prefers_vectorized(params: list[torch.Tensor], device: torch.device) -> bool
     return device.type == "cuda" and per_member < VECTORIZED_BELOW
 
 
+def dense(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or its transpose where that is contiguous: a member's slice of a weight stored
+    transposed (src/population/stack.py) goes through the fused kernels without a copy. The
+    update is element-wise, so any layout shared by a parameter, its gradient and its moments
+    gives the same result."""
+    if t.dim() == 2 and not t.is_contiguous() and t.mT.is_contiguous():
+        return t.mT
+    return t
+
+
 class StackedOptimizer:
     """Steps every stacked parameter [K, ...] with per-member Adam or SGD.
 
@@ -125,9 +135,9 @@ class StackedOptimizer:
         # member every step cost ~100 us a member on the GPU machine's CPU)
         self.member_views = {
             k: (
-                [p[k] for p in self.params],
-                [m[k] for m in self.exp_avg],
-                [v[k] for v in self.exp_avg_sq],
+                [dense(p[k]) for p in self.params],
+                [dense(m[k]) for m in self.exp_avg],
+                [dense(v[k]) for v in self.exp_avg_sq],
             )
             for k in self.adam_members
         }
@@ -255,7 +265,7 @@ class StackedOptimizer:
                 )
             torch._fused_adam_(
                 params,
-                [self.params[i].grad[k] for i in with_grad],
+                [dense(self.params[i].grad[k]) for i in with_grad],
                 exp_avg,
                 exp_avg_sq,
                 [],
@@ -303,10 +313,10 @@ class StackedOptimizer:
         for k, member in enumerate(self.members):
             if member.kind != "sgd" or not active[k]:
                 continue
-            params = [self.params[i][k] for i in with_grad]
-            grads = [self.params[i].grad[k] for i in with_grad]
+            params = [dense(self.params[i][k]) for i in with_grad]
+            grads = [dense(self.params[i].grad[k]) for i in with_grad]
             if member.momentum:
-                buffers = [self.momentum_buffer[i][k] for i in with_grad]
+                buffers = [dense(self.momentum_buffer[i][k]) for i in with_grad]
                 if first[k]:
                     for buffer, grad in zip(buffers, grads, strict=True):
                         buffer.copy_(grad)
@@ -339,13 +349,13 @@ class StackedOptimizer:
         for k, member in enumerate(self.members):
             if member.kind != "rmsprop" or not active[k]:
                 continue
-            grads = [self.params[i].grad[k] for i in with_grad]
-            averages = [self.square_avg[i][k] for i in with_grad]
+            grads = [dense(self.params[i].grad[k]) for i in with_grad]
+            averages = [dense(self.square_avg[i][k]) for i in with_grad]
             torch._foreach_mul_(averages, member.alpha)
             torch._foreach_addcmul_(averages, grads, grads, value=1 - member.alpha)
             denominators = torch._foreach_sqrt(averages)
             torch._foreach_add_(denominators, member.eps)
-            params = [self.params[i][k] for i in with_grad]
+            params = [dense(self.params[i][k]) for i in with_grad]
             torch._foreach_addcdiv_(params, grads, denominators, value=-self.lrs[k])
 
     def _rmsprop_vectorized(self, with_grad: list[int], active: torch.Tensor) -> None:

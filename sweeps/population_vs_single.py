@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.utils.files import write_json_atomic, write_text_atomic  # noqa: E402
+
 WAYS = {
     "single": ["hydra/launcher=local_parallel", "torch_threads=1"],
     "population": ["hydra/launcher=population"],
@@ -74,12 +78,10 @@ def main(argv=None) -> dict:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
-    summary = {
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": commit,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "grids": {},
-    }
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    summary_path = args.out / "summary.json"
+    # Grids measured earlier (each with its own date and commit) are kept, so they can run apart.
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"grids": {}}
     for grid in args.grids:
         row = {}
         for way in WAYS:
@@ -87,16 +89,20 @@ def main(argv=None) -> dict:
             row[way] = {"wall_s": round(launch(grid, way, folder, args.set), 1)}
             row[way].update(scores(folder))
         row["speedup"] = round(row["single"]["wall_s"] / row["population"]["wall_s"], 2)
+        row.update(date=time.strftime("%Y-%m-%d"), commit=commit, machine=machine)
         summary["grids"][grid] = row
         print(grid, json.dumps(row))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write(summary, args.out)
+    return summary
+
+
+def write(summary: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "summary.json", summary)
     lines = [
-        f"Measured {summary['date']}, commit {commit}, {summary['machine']}.",
-        "",
         "| grid | runs | single runs (s) | populations (s) | speed-up | median / best IS, single "
-        "| population | median / best FID, single | population |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| population | median / best FID, single | population | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for grid, row in summary["grids"].items():
         single, population = row["single"], row["population"]
@@ -107,10 +113,10 @@ def main(argv=None) -> dict:
         lines.append(
             f"| {grid} | {single['runs']} | {single['wall_s']} | {population['wall_s']} | "
             f"{row['speedup']}× | {pair(single, 'is')} | {pair(population, 'is')} | "
-            f"{pair(single, 'fid')} | {pair(population, 'fid')} |"
+            f"{pair(single, 'fid')} | {pair(population, 'fid')} | "
+            f"{row['date']}, {row['commit']}, {row['machine']} |"
         )
-    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
-    return summary
+    write_text_atomic(out / "summary.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

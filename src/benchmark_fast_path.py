@@ -29,20 +29,18 @@ from src.benchmark import (
     plain_step,
     synchronize,
 )
+from src.config.registry import models_where
+from src.models.base import shares_adversarial_step
 from src.utils import PROJECT_ROOT, register_resolvers, write_json_atomic
 
 MLP_CELLS = {name.split()[1]: o for name, o in CELLS.items() if "arch=mlp" in o}
 MEDIUM = [o for o in MLP_CELLS["medium"] if not o.startswith("model=")]
+# every model of the shared adversarial step (the one CUDA graphs capture), from conf/model/;
+# WGAN-GP with a layer-norm critic: the penalty is per sample, which batch norm breaks (Gulrajani
+# et al. 2017, Sec. 4)
 MODELS = {
-    "gan": ["model=gan"],
-    "ebgan": ["model=ebgan"],
-    "ebgan_pt": ["model=ebgan_pt"],
-    "began": ["model=began"],
-    "wgan": ["model=wgan"],
-    "wgan_gp": ["model=wgan_gp", "arch.critic_norm=layer"],
-    "cgan": ["model=cgan"],
-    "infogan": ["model=infogan"],
-    "cluster_gan": ["model=cluster_gan"],
+    option: [f"model={option}"] + (["arch.critic_norm=layer"] if option == "wgan_gp" else [])
+    for option in models_where(shares_adversarial_step)
 }
 VARIANTS = {
     "lightning": [],

@@ -33,13 +33,13 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict:
     import time
 
+    from src.config import check_schema
     from src.runs.checkpoints import load_checkpoint, run_data
     from src.runs.cli import check_writable
     from src.sampling import is_translator
     from src.utils import ConfigError, write_json_atomic
-    from src.utils.schema import check_schema
 
-    check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
+    check_schema(cfg)  # types and ranges of every key (src/config/schema.py)
     model, run_cfg = load_checkpoint(cfg.ckpt_path)
     trained_g_instead = not cfg.use_ema and getattr(model, "generator_ema", None) is not None
     name = "evaluation.json" if cfg.baseline is None else f"evaluation_{cfg.baseline}.json"

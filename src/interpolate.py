@@ -17,14 +17,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from src.config import check_schema
 from src.utils import ConfigError, register_resolvers
-from src.utils.schema import check_schema
 
 register_resolvers()
 
 
 def _check(cfg: DictConfig) -> None:
-    check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
+    check_schema(cfg)  # types and ranges of every key (src/config/schema.py)
     if cfg.from_class == cfg.to_class:
         raise ConfigError(f"from_class and to_class must differ (both {cfg.from_class})")
 

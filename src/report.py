@@ -18,30 +18,18 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from src.config.registry import display_name, model_classes
 from src.utils.files import atomic_path, save_figure, write_text_atomic
 
-MODEL_NAMES = {
-    "GAN": "GAN",
-    "EBGAN": "EBGAN",
-    "EBGANPT": "EBGAN-PT",
-    "BEGAN": "BEGAN",
-    "WGAN": "WGAN",
-    "WGANGP": "WGAN-GP",
-    "CGAN": "cGAN",
-}  # class name -> report name
 # quality (precision, density) and diversity (recall, coverage): src/metrics/manifold.py
 MANIFOLD_SCORES = ("precision", "recall", "density", "coverage")
-CHOICE_NAMES = {
-    "gan": "GAN",
-    "ebgan": "EBGAN",
-    "ebgan_pt": "EBGAN-PT",
-    "began": "BEGAN",
-    "wgan": "WGAN",
-    "wgan_gp": "WGAN-GP",
-    "cgan": "cGAN",
-    "infogan": "InfoGAN",
-    "cluster_gan": "cluster GAN",
-}  # model= option -> report name
+
+
+def model_names() -> list[str]:
+    """The report names of every model in conf/model/, in the order figures show them."""
+    return [display_name(cls) for cls in model_classes().values()]
+
+
 COLUMNS = [
     "model",
     "nLayerG",
@@ -92,9 +80,7 @@ def collect(folder: Path) -> list[dict]:
         arch = cfg.get("arch", {})
         rows.append(
             {
-                "model": MODEL_NAMES.get(
-                    str(cfg.model._target_).rsplit(".", 1)[-1], cfg.model._target_
-                ),
+                "model": display_name(str(cfg.model._target_)),
                 "nLayerG": arch.get("nLayerG", ""),
                 "nLayerD": arch.get("nLayerD", ""),
                 "sizeG": arch.get("sizeG", ""),
@@ -125,7 +111,11 @@ def collect(folder: Path) -> list[dict]:
                 rows.append(
                     {
                         **{c: "" for c in COLUMNS},
-                        "model": CHOICE_NAMES.get(choice, folder.name),
+                        "model": (
+                            display_name(model_classes()[choice])
+                            if choice in model_classes()
+                            else folder.name
+                        ),
                         "status": "missing (never ran)",
                         "overrides": " ".join(job),
                         "folder": str(folder),
@@ -156,7 +146,7 @@ def _scored(rows, model=None, key="is"):
 
 def headline(rows: list[dict], is_threshold: float) -> list[dict]:
     out = []
-    for model in sorted({r["model"] for r in rows if r["model"] in MODEL_NAMES.values()}):
+    for model in sorted({r["model"] for r in rows if r["model"] in model_names()}):
         runs = [r for r in rows if r["model"] == model]
         scored = _scored(rows, model)
         is_values, fid_values = [r["is"] for r in scored], [r["fid"] for r in scored]
@@ -196,7 +186,7 @@ def _pyplot():
 def _histograms(rows, key, path, title, lower_is_better=False):
     plt = _pyplot()
 
-    models = [m for m in MODEL_NAMES.values() if _scored(rows, m, key)]
+    models = [m for m in model_names() if _scored(rows, m, key)]
     panels = [
         ("all runs", lambda r: True),
         (
@@ -265,7 +255,7 @@ def _heatmaps(rows, path):
     """The paper's other figure: best and median IS over (nLayerG x nLayerD) and (sizeG x sizeD)."""
     plt = _pyplot()
 
-    models = [m for m in MODEL_NAMES.values() if _scored(rows, m)]
+    models = [m for m in model_names() if _scored(rows, m)]
     axes_pairs = (("nLayerG", "nLayerD"), ("sizeG", "sizeD"))
     panels = [(m, pair, stat) for m in models for pair in axes_pairs for stat in ("best", "median")]
 
@@ -315,7 +305,7 @@ def _precision_recall(rows, path):
     """Precision vs recall (and density vs coverage), a point per completed run, by model."""
     plt = _pyplot()
 
-    models = [m for m in MODEL_NAMES.values() if _scored(rows, m, "precision")]
+    models = [m for m in model_names() if _scored(rows, m, "precision")]
     if not models:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
@@ -364,7 +354,7 @@ def _best_samples(rows, path):
     plt = _pyplot()
 
     best = []
-    for model in MODEL_NAMES.values():
+    for model in model_names():
         scored = _scored(rows, model)
         if scored:
             top = max(scored, key=lambda r: r["is"])

@@ -13,8 +13,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from src.config import check_schema
 from src.utils import ConfigError, register_resolvers
-from src.utils.schema import check_schema
 
 register_resolvers()
 
@@ -42,12 +42,13 @@ def labels_and_columns(model, n: int, wanted_class, ckpt_path) -> tuple:
 def sample(cfg: DictConfig) -> str:
     import numpy as np
 
+    from src.data.images import to_uint8
     from src.runs.checkpoints import load_checkpoint
     from src.runs.cli import check_writable
-    from src.sampling import generate, is_translator, save_grid, to_uint8
+    from src.sampling import generate, is_translator, save_grid
     from src.utils.files import atomic_path
 
-    check_schema(cfg)  # types and ranges of every key (src/utils/schema.py)
+    check_schema(cfg)  # types and ranges of every key (src/config/schema.py)
     out = Path(cfg.out)
     if out.suffix not in (".npz", ".png"):
         raise ConfigError(

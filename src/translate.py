@@ -16,8 +16,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from src.config import check_schema
 from src.utils import ConfigError, register_resolvers
-from src.utils.schema import check_schema
 
 register_resolvers()
 
@@ -28,9 +28,10 @@ def translate(cfg: DictConfig) -> Path:
     from torchvision.utils import save_image
 
     from src.data.datamodule import to_signed_unit
+    from src.data.images import to_uint8, with_channels
     from src.data.translation import image_files, read_images
     from src.runs.checkpoints import load_checkpoint, run_data
-    from src.sampling import image_grid, is_translator, to_uint8, translate_images, with_channels
+    from src.sampling import image_grid, is_translator, translate_images
     from src.utils.files import atomic_path
 
     check_schema(cfg)

@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
 import torch
 
 from src.benchmark import autocast_context, compose_cfg, main
 
 
+@pytest.mark.slow
 def test_benchmark_measures_every_quantity(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("DATA_DIR", data_dir)
     out = tmp_path / "bench.json"

@@ -6,8 +6,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from src.config import accepted_keys, validate_config
+from src.config.registry import fitting_archs, knob_rules, model_classes
 from src.data.translation import PAIRED_TASKS
-from src.utils import PROJECT_ROOT, ConfigError, validate_config
+from src.utils import PROJECT_ROOT, ConfigError
 
 CONF = PROJECT_ROOT / "conf"
 GROUPS = [
@@ -49,33 +51,24 @@ def test_option_composes(make_cfg, group, option):
     assert cfg.model._target_.startswith("src.models.")
 
 
-MODEL_CLASSES = {
-    "gan": "GAN",
-    "ebgan": "EBGAN",
-    "ebgan_pt": "EBGANPT",
-    "began": "BEGAN",
-    "wgan": "WGAN",
-    "wgan_gp": "WGANGP",
-    "cgan": "CGAN",
-    "infogan": "InfoGAN",
-    "cluster_gan": "ClusterGAN",
-    "vae": "VAE",
-    "vaegan": "VAEGAN",
-    "pix2pix": "Pix2Pix",
-    "cyclegan": "CycleGAN",
-}
-TRANSLATORS = ("pix2pix", "cyclegan")
-# arch=began has only an auto-encoder D: no classifier (GAN, cGAN), no critic (WGAN), no encoder
-COMBOS = [
-    (m, a)
-    for m in MODEL_CLASSES
-    if m not in TRANSLATORS
-    for a in ("mlp", "dcgan", "began")
-    if not (
-        m in ("gan", "cgan", "infogan", "cluster_gan", "wgan", "wgan_gp", "vae", "vaegan")
-        and a == "began"
-    )
-] + [(m, a) for m in TRANSLATORS for a in ("unet", "resnet")]
+# every (model, arch) pair whose arch provides the nets the model declares it needs (registry.py)
+COMBOS = [(m, a) for m, cls in model_classes().items() for a in fitting_archs(cls)]
+
+
+def test_every_model_has_an_arch_a_name_and_known_keys():
+    for option, cls in model_classes().items():
+        assert fitting_archs(cls), f"model={option}: no arch in conf/arch/ provides its nets"
+        assert cls.display_name, f"{cls.__name__} declares no display_name"
+        # knob rules name keys the class takes (a typo there would check a key nobody sets)
+        assert set(knob_rules(cls)) <= set(accepted_keys(cls)), option
+
+
+def test_arch_misfits_are_derived_from_the_class():
+    classes = model_classes()
+    assert fitting_archs(classes["began"]) == ["began", "dcgan", "mlp"]
+    assert fitting_archs(classes["wgan_gp"]) == ["dcgan", "mlp"]  # no critic in arch=began
+    assert fitting_archs(classes["pix2pix"]) == ["resnet", "unet"]
+    assert fitting_archs(classes["vae"]) == ["dcgan", "mlp"]  # an encoder
 
 
 @pytest.mark.parametrize(("model", "arch"), COMBOS, ids=[f"{m}-{a}" for m, a in COMBOS])
@@ -83,16 +76,16 @@ def test_models_instantiate_on_every_fitting_arch(make_cfg, model, arch):
     cfg = make_cfg(f"model={model}", f"arch={arch}")
     validate_config(cfg)
     module = instantiate(cfg.model)
-    assert type(module).__name__ == MODEL_CLASSES[model]
+    assert type(module) is model_classes()[model]
     assert module.num_classes == (10 if model == "cgan" else 0)
     if model == "cluster_gan":  # conditioned inside on its clusters, unconditional outside
         assert module.generator.num_classes == module.num_clusters == 50
-    elif model not in TRANSLATORS:
+    elif not getattr(module, "is_translator", False):
         assert getattr(module.generator, "num_classes", 0) == module.num_classes
 
 
 def test_model_options_all_have_a_class():
-    assert set(MODEL_CLASSES) == {p.stem for p in (CONF / "model").glob("*.yaml")}
+    assert set(model_classes()) == {p.stem for p in (CONF / "model").glob("*.yaml")}
 
 
 def test_loss_that_does_not_fit_the_model_is_named(make_cfg):

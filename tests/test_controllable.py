@@ -99,6 +99,7 @@ def _cli(script, tmp_path, data_dir, *args):
     )
 
 
+@pytest.mark.slow
 def test_cgan_run_logs_class_match_and_the_clis_draw_classes_and_walks(
     make_cfg, tmp_path, data_dir
 ):
@@ -158,6 +159,7 @@ def test_cgan_run_logs_class_match_and_the_clis_draw_classes_and_walks(
     assert info["method"].startswith("label vector") and len(info["p_to_class"]) == 3
 
 
+@pytest.mark.slow
 def test_unconditional_checkpoint_refuses_a_class_and_names_missing_classes(
     make_cfg, tmp_path, data_dir
 ):

@@ -11,9 +11,12 @@ import lightning as L
 import pytest
 import torch
 
+from src.config import validate_config
+from src.config.registry import models_where
+from src.models.base import shares_adversarial_step
 from src.models.cuda_graphs import CapturedStep, learning_rates, make_capturable
 from src.runs.training import instantiate_all, train
-from src.utils import ConfigError, validate_config
+from src.utils import ConfigError
 
 # on the CPU also where a GPU is: these check the uncaptured path
 SHORT = [
@@ -29,6 +32,7 @@ def _final(folder):
     return saved["state_dict"], saved["global_step"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -42,7 +46,7 @@ def _final(folder):
 def test_graphed_path_uncaptured_gives_the_eager_loops_weights(
     make_cfg, tmp_path_factory, monkeypatch, overrides
 ):
-    monkeypatch.setattr("src.utils.config._check_cuda_graphs", lambda cfg, model_cls: None)
+    monkeypatch.setattr("src.config.validation._check_cuda_graphs", lambda cfg, model_cls: None)
     results = []
     for graphs in ("false", "true"):
         folder = tmp_path_factory.mktemp(f"graphs_{graphs}")
@@ -58,7 +62,7 @@ def test_graphed_path_uncaptured_gives_the_eager_loops_weights(
 
 
 def test_graphed_path_stops_a_diverging_run(make_cfg, monkeypatch):
-    monkeypatch.setattr("src.utils.config._check_cuda_graphs", lambda cfg, model_cls: None)
+    monkeypatch.setattr("src.config.validation._check_cuda_graphs", lambda cfg, model_cls: None)
     cfg = make_cfg("model=ebgan", *SHORT, "model.cuda_graphs=true", "model.optimizer_d.lr=1e30")
     result = train(cfg)
     assert result["status"] == "diverged"
@@ -92,7 +96,7 @@ def test_cuda_graphs_refuse_what_a_capture_cannot_hold(make_cfg, monkeypatch, ov
 
 def test_a_second_fit_of_the_same_model_steps_its_own_optimizers(make_cfg, monkeypatch):
     """Graphs step the optimizers they were captured with: a new fit (new optimizers) drops them."""
-    monkeypatch.setattr("src.utils.config._check_cuda_graphs", lambda cfg, model_cls: None)
+    monkeypatch.setattr("src.config.validation._check_cuda_graphs", lambda cfg, model_cls: None)
     cfg = make_cfg("model=ebgan", *SHORT, "model.cuda_graphs=true", "trainer.max_epochs=1")
     datamodule, model, trainer = instantiate_all(cfg)
     trainer.fit(model, datamodule=datamodule)
@@ -153,16 +157,15 @@ def test_captured_step_uncaptured_calls_the_function_every_time():
 # ----------------------------------------------------------------- on a CUDA device only
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
+# per model, what else its check exercises; every model of the shared step is checked (registry)
+GPU_EXTRA = {
+    "ebgan_pt": ["model.ema_decay=0.99"],
+    "began": ["arch=began"],
+    "wgan_gp": ["arch.critic_norm=layer"],  # double backward; eps drawn in-graph
+}
 GPU_MODELS = {
-    "gan": ["model=gan"],
-    "ebgan": ["model=ebgan"],
-    "ebgan_pt": ["model=ebgan_pt", "model.ema_decay=0.99"],
-    "began": ["model=began", "arch=began"],
-    "wgan": ["model=wgan"],  # n_critic 5: D-only and D+G batches
-    "wgan_gp": ["model=wgan_gp", "arch.critic_norm=layer"],  # double backward; eps drawn in-graph
-    "cgan": ["model=cgan"],
-    "infogan": ["model=infogan"],
-    "cluster_gan": ["model=cluster_gan"],
+    option: [f"model={option}", *GPU_EXTRA.get(option, [])]
+    for option in models_where(shares_adversarial_step)
 }
 
 

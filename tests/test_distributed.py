@@ -13,6 +13,8 @@ import torch
 from src.data.datamodule import InMemoryBatches
 from src.utils import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # two processes each: end-to-end
+
 
 def test_each_rank_walks_its_own_share_of_the_same_order():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)

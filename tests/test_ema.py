@@ -57,7 +57,8 @@ def test_eval_mode_samples_from_the_average_and_training_from_g(make_cfg):
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, 1.5])
 def test_a_decay_outside_the_open_unit_interval_is_refused(make_cfg, decay):
-    from src.utils import ConfigError, validate_config
+    from src.config import validate_config
+    from src.utils import ConfigError
 
     with pytest.raises(ConfigError, match=r"model.ema_decay=.*must be"):
         validate_config(make_cfg(f"model.ema_decay={decay}"))

@@ -62,6 +62,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_a_sigkilled_run_loses_only_its_epoch_and_resumes_to_the_straight_runs_end(
     make_cfg, tmp_path, data_dir
 ):
@@ -107,6 +108,7 @@ def test_a_sigkilled_run_loses_only_its_epoch_and_resumes_to_the_straight_runs_e
     assert [r for r in on_disk if r["epoch"] == "0"] == epoch_0  # all there at the kill
 
 
+@pytest.mark.slow
 def test_a_sigkilled_population_relaunched_keeps_every_members_rows(tmp_path, data_dir):
     """A population SIGKILLed right after its state of epoch 0 is written resumes from it; each
     member's CSV holds the straight population's rows, epoch 0 included."""
@@ -202,6 +204,7 @@ def mnist_test_images(data_dir):
     return load_split("mnist", data_dir, "test", allow_download=False)[0].unsqueeze(1)
 
 
+@pytest.mark.slow
 def test_a_damaged_population_state_is_set_aside_and_the_relaunch_completes(
     tmp_path, data_dir, monkeypatch, caplog
 ):
@@ -449,6 +452,7 @@ def test_a_data_dir_that_is_a_file_is_called_a_file(make_cfg, capsys, tmp_path):
     assert "is a file, not a folder" in one_line_error(capsys, train, cfg)
 
 
+@pytest.mark.slow
 def test_unwritable_outputs_are_one_line_before_any_work(make_cfg, capsys, tmp_path, data_dir):
     """train (the run folder, checked before Hydra makes it), evaluate and sample (their out=)."""
     from src.evaluate import evaluate
@@ -492,6 +496,7 @@ def test_runs_go_under_the_folder_the_command_runs_from(tmp_path, monkeypatch, d
     assert compose_script("train", data_dir=data_dir).paths.log_dir == "/srv/lab/outputs"
 
 
+@pytest.mark.slow
 def test_sigterm_records_a_populations_members_interrupted_and_a_relaunch_completes(
     tmp_path, data_dir, monkeypatch
 ):

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from src.config import check_paths, validate_config
 from src.data.image_folder import ImageFolderDataModule
 from src.runs.training import train
-from src.utils import ConfigError, check_paths, validate_config
+from src.utils import ConfigError
 
 
 @pytest.fixture

@@ -148,6 +148,7 @@ def test_scores_are_reproducible_and_accept_padded_images(mnist_scores, mnist_te
     assert from_padded["fid"] == pytest.approx(first["fid"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_training_logs_the_scores_and_the_clis_work_on_its_checkpoint(make_cfg, tmp_path, data_dir):
     import os
     import subprocess
@@ -199,6 +200,7 @@ def test_training_logs_the_scores_and_the_clis_work_on_its_checkpoint(make_cfg, 
     assert (tmp_path / "grid.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_missing_checkpoint(tmp_path):
     import subprocess
     import sys

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
 
+from src.config.registry import fitting_archs, model_classes
 from src.population.optim import MemberOptimizer, StackedOptimizer
 from src.population.stack import PaddingError
 from src.population.step import Population
@@ -36,28 +36,18 @@ REFUSED = {
 }
 
 
-def _model_class(name: str) -> type:
-    return get_class(OmegaConf.load(CONF / "model" / f"{name}.yaml")._target_)
-
-
-def _roles(arch: str) -> set[str]:
-    return set(OmegaConf.load(CONF / "arch" / f"{arch}.yaml").get("discriminators") or {})
-
-
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-ARCHS = sorted(p.stem for p in (CONF / "arch").glob("*.yaml"))
+MODELS = sorted(model_classes())
 STACKED_PAIRS = [
     (model, arch)
     for model in MODELS
     if model not in REFUSED
-    for arch in ARCHS
-    if _model_class(model).discriminator_role in _roles(arch)
+    for arch in fitting_archs(model_classes()[model])
 ]
 
 
 def test_every_model_either_stacks_or_is_refused_with_its_reason():
     for model in MODELS:
-        refusal = _model_class(model).population_refusal
+        refusal = model_classes()[model].population_refusal
         if model in REFUSED:
             assert refusal and REFUSED[model] in refusal, model
         else:
@@ -76,7 +66,7 @@ def member_overrides(make_cfg, model: str, arch: str, k: int) -> list[str]:
     base = make_cfg(f"model={model}", f"arch={arch}")
     overrides = [f"model={model}", f"arch={arch}", f"seed={k + 1}"]
     overrides.append(f"model.d_steps_per_g_step={SCHEDULES[k]}")
-    for key in _model_class(model).member_hparams:
+    for key in model_classes()[model].member_hparams:
         value = base.model.get(key)
         if value is not None:
             overrides.append(f"model.{key}={float(value) * HPARAM_FACTORS[k]}")
@@ -210,7 +200,14 @@ def padding_is_zero(population) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("model", "arch"), STACKED_PAIRS)
+# the MLP pairs in the default tier; the conv nets' pairs (a few seconds each) in the slow tier
+@pytest.mark.parametrize(
+    ("model", "arch"),
+    [
+        pytest.param(m, a, marks=() if a == "mlp" else pytest.mark.slow, id=f"{m}-{a}")
+        for m, a in STACKED_PAIRS
+    ],
+)
 def test_members_step_log_and_keep_state_as_their_single_runs(make_cfg, model, arch):
     members = build_members(make_cfg, model, arch)
     try:
@@ -295,6 +292,7 @@ def test_the_stacked_optimizer_steps_as_torch_does(kind, vectorized):
     assert optimizer.steps.tolist() == [6, 3, 5]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["ebgan_pt", "wgan"])
 def test_a_members_exported_optimizer_state_is_torchs_own(make_cfg, model):
     """What a member's checkpoint holds for resume: torch's optimizer state after the same steps
@@ -333,6 +331,7 @@ def test_a_members_exported_optimizer_state_is_torchs_own(make_cfg, model):
 
 
 # ----------------------------------------------------------------------------- failures
+@pytest.mark.slow
 def test_a_diverging_member_is_frozen_and_the_others_go_on(make_cfg):
     members = build_members(make_cfg, "ebgan", "mlp")
     references = [copy.deepcopy(m) for m in members]
@@ -433,6 +432,7 @@ def launch_population(sweep_dir, data_dir, *overrides, jobs: int = 2):
     return done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_population_launcher_writes_single_run_folders_and_a_relaunch_resumes(tmp_path, data_dir):
     import json
     import os
@@ -512,6 +512,7 @@ def test_population_launcher_writes_single_run_folders_and_a_relaunch_resumes(tm
         assert unchanged == (result["status"] == "completed")
 
 
+@pytest.mark.slow
 def test_the_launcher_groups_by_model_definition_and_says_what_runs_alone(tmp_path, data_dir):
     """BEGAN and WGAN-GP stack (their own populations); VAE runs alone, logged with the reason:
     nothing falls back silently."""
@@ -595,6 +596,7 @@ def test_the_adam_form_is_chosen_by_device_and_width():
     assert not prefers_vectorized(wide, torch.device("cuda"))
 
 
+@pytest.mark.slow
 def test_an_interrupted_population_resumes_where_a_straight_one_would_be(make_cfg, tmp_path):
     """Killed after its first epoch, a population relaunched with the same members continues from
     its saved state (stacks, optimizers, latent streams, dropout RNG, logs) and ends exactly where
@@ -665,6 +667,7 @@ def _trained_population(make_cfg, cuda_graphs: bool, device: str, steps: int = 6
     return population
 
 
+@pytest.mark.slow
 def test_a_population_with_cuda_graphs_uncaptured_steps_as_without(make_cfg):
     """The members' model.cuda_graphs where no CUDA graph can be captured: the same steps."""
     plain = _trained_population(make_cfg, False, "cpu")
@@ -698,6 +701,7 @@ def test_a_captured_population_steps_as_the_eager_one_on_the_gpu(make_cfg):
 
 
 # ----------------------------------------------------------------------------- member outputs
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("model_name", "arch"),
     [

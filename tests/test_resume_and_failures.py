@@ -11,8 +11,9 @@ import time
 import pytest
 import torch
 
+from src.config import check_paths
 from src.runs.training import train
-from src.utils import PROJECT_ROOT, ConfigError, check_paths
+from src.utils import PROJECT_ROOT, ConfigError
 
 
 def final_weights(path):
@@ -32,6 +33,7 @@ RESUME_KNOBS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "arch"),
     [
@@ -108,6 +110,7 @@ def test_validation_scoring_and_sample_grids_do_not_change_what_is_trained(make_
         assert torch.equal(scored[key], unscored[key]) and torch.equal(scored[key], bare[key]), key
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path, data_dir):
     command = [
         sys.executable,
@@ -246,6 +249,7 @@ def test_checkpoint_of_another_model_is_refused(make_cfg, tmp_path):
         (["model=ebgan", "loss=bce_ns"], "needs a 'energy' loss: choose loss= one of"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_stops_before_training_with_a_message(tmp_path, data_dir, overrides, message):
     done = subprocess.run(
         [

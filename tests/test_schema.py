@@ -1,4 +1,4 @@
-"""Every key's type and range is declared once (src/utils/schema.py) and checked before anything
+"""Every key's type and range is declared once (src/config/schema.py) and checked before anything
 is built; a bad checkpoint file is named by every entry point. Cases are generated from the
 composed configs and the schema's own rules, not listed by hand."""
 
@@ -9,23 +9,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+from src.config.registry import fitting_archs, model_classes
+from src.config.schema import leaves, rule_for
 from src.runs.cli import report_user_errors
 from src.runs.training import train
 from src.utils import PROJECT_ROOT
-from src.utils.schema import leaves, rule_for
 
 CONF_DIR = str(PROJECT_ROOT / "conf")
-MODELS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "model").glob("*.yaml"))
-ARCHS = ("mlp", "dcgan", "began")
-FITS = {
-    "classifier": ("mlp", "dcgan"),
-    "critic": ("mlp", "dcgan"),
-    "autoencoder": ARCHS,
-    None: ("mlp", "dcgan"),  # no D (model=vae): the archs with an encoder
-}
-TRANSLATION_ARCHS = ("unet", "resnet")  # pix2pix, CycleGAN
-
-
 ENTRY_POINTS = ["train", "evaluate", "sample", "interpolate", "translate"]
 
 
@@ -41,15 +31,10 @@ def action_of(entry_point: str):
 def composed_configs() -> dict[str, tuple[str, object]]:
     """name -> (entry point, config): every model on every arch that fits it, with all three
     loggers (their keys count too), and the other entry points' configs."""
-    from hydra.utils import get_class
-
     configs = {}
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        for model in MODELS:
-            target = compose(config_name="train", overrides=[f"model={model}"]).model._target_
-            model_cls = get_class(target)
-            fitting = TRANSLATION_ARCHS if getattr(model_cls, "is_translator", False) else None
-            for arch in fitting or FITS[model_cls.discriminator_role]:
+        for model, model_cls in model_classes().items():
+            for arch in fitting_archs(model_cls):
                 overrides = [f"model={model}", f"arch={arch}", "logger=[wandb,csv,tensorboard]"]
                 cfg = compose(config_name="train", overrides=overrides)
                 configs[" ".join(overrides)] = ("train", cfg)
@@ -86,7 +71,7 @@ CASES = [
 
 def test_every_numeric_boolean_and_choice_key_of_every_model_has_a_rule():
     missing = sorted(key for key in KEYS if rule_for(key) is None)
-    assert not missing, f"add rules for these keys to src/utils/schema.py: {missing}"
+    assert not missing, f"add rules for these keys to src/config/schema.py: {missing}"
     # the schema covers what the models really compose, choice keys included
     for key in (
         "model.latent_distribution",

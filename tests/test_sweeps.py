@@ -95,6 +95,7 @@ def launch(sweep_dir, data_dir):
     return done
 
 
+@pytest.mark.slow
 def test_tiny_multirun_reports_resumes_and_survives_divergence(tmp_path, data_dir):
     sweep_dir = tmp_path / "sweep"
     launch(sweep_dir, data_dir)
@@ -201,6 +202,7 @@ def test_launch_only_keys_name_neither_run_folders_nor_decide_resume():
     assert set(hydra_cfg.job.config.override_dirname.exclude_keys) == LAUNCH_ONLY_KEYS
 
 
+@pytest.mark.slow
 def test_the_population_launcher_pads_only_within_its_budget(make_cfg):
     """Jobs of one depth group: equal widths always share a population, no member is padded to
     more than max_padding x its own work (the nets' FLOPs, counted on the nets the jobs build);
@@ -250,6 +252,7 @@ def test_the_population_launcher_pads_only_within_its_budget(make_cfg):
         (["optimizer@model.optimizer_d=sgd", "model.optimizer_d._target_=torch.optim.ASGD"], False),
     ],
 )
+@pytest.mark.slow
 def test_jobs_a_population_would_not_train_as_asked_run_alone(make_cfg, overrides, stacked):
     from hydra_plugins.ebgan_lab_population.population_launcher import run_alone_reason
 

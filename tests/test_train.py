@@ -27,6 +27,7 @@ RUNS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "arch"), RUNS, ids=[f"{m}-{a}" for m, a in RUNS])
 def test_short_run_leaves_checkpoint_metrics_and_samples(make_cfg, tmp_path, model, arch):
     # n_critic = 5 for the WGANs: 5 batches = 5 critic steps + 1 G step, the others' 3 x (1 + 1)
@@ -80,6 +81,7 @@ def run_cli(tmp_path, *overrides, env_extra=None):
     )
 
 
+@pytest.mark.slow
 def test_cli_trains_from_any_folder(tmp_path, data_dir):
     done = run_cli(
         tmp_path,
@@ -98,6 +100,7 @@ def test_cli_trains_from_any_folder(tmp_path, data_dir):
     assert "model=ebgan_pt" in written["overrides"] and written["choices"]["loss"] == "energy_l2"
 
 
+@pytest.mark.slow
 def test_cli_with_a_data_dir_that_does_not_exist_says_so(tmp_path):
     missing = tmp_path / "nowhere"
     done = run_cli(tmp_path, env_extra={"DATA_DIR": str(missing)})
@@ -106,6 +109,7 @@ def test_cli_with_a_data_dir_that_does_not_exist_says_so(tmp_path):
     assert "Traceback" not in done.stderr and not missing.exists()
 
 
+@pytest.mark.slow
 def test_cli_without_data_prints_one_clear_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -116,6 +120,7 @@ def test_cli_without_data_prints_one_clear_error(tmp_path):
     assert "Traceback" not in done.stderr and "Traceback" not in done.stdout
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_model_arch_mismatch_before_training(tmp_path, data_dir):
     done = run_cli(tmp_path, "model=gan", "arch=began", env_extra={"DATA_DIR": data_dir})
     assert done.returncode == 2

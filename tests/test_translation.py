@@ -11,6 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from PIL import Image
 
+from src.config import validate_config
 from src.data.translation import (
     TranslationDataModule,
     colourize,
@@ -35,7 +36,7 @@ from src.nets.translation import (
     receptive_field,
 )
 from src.runs.training import train
-from src.utils import ConfigError, validate_config
+from src.utils import ConfigError
 from tests.conftest import compose_script
 
 
@@ -335,6 +336,7 @@ def test_translation_configs_are_checked(make_cfg):
         )
 
 
+@pytest.mark.slow
 def test_pix2pix_and_cyclegan_train_evaluate_translate(make_cfg, tmp_path, data_dir, paired_folder):
     from src.evaluate import evaluate
     from src.sample import sample
@@ -390,6 +392,7 @@ def test_pix2pix_and_cyclegan_train_evaluate_translate(make_cfg, tmp_path, data_
     assert json.loads((tmp_path / "pix2pix" / "metrics.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_a_diverging_translator_is_recorded_and_stops(make_cfg, tmp_path):
     cfg = make_cfg(
         "model=pix2pix", "model.l1_weight=1e39"

@@ -10,6 +10,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from src.config import validate_config
 from src.losses import (
     feature_nll,
     kl_to_standard_normal,
@@ -19,7 +20,7 @@ from src.losses import (
 )
 from src.models.base import frozen
 from src.runs.training import train
-from src.utils import ConfigError, validate_config
+from src.utils import ConfigError
 from tests.conftest import compose_script
 
 SGD_LR_1 = [f"optimizer@model.optimizer_{net}=sgd" for net in "ged"] + [

@@ -103,7 +103,7 @@ def stackable(cfg: DictConfig) -> bool:
 
 
 def valid(cfg: DictConfig) -> bool:
-    from src.utils import validate_config
+    from src.config import validate_config
 
     try:
         validate_config(cfg)

@@ -13,14 +13,12 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from src.utils.errors import UserError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
-INPUT_SIZE = 28
 NUM_FEATURES = 128
 
 
@@ -71,29 +69,6 @@ class DigitClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embedding(x)))
-
-
-def to_classifier_input(images: torch.Tensor) -> torch.Tensor:
-    """Any generator output or dataset batch -> float [-1, 1] at 28x28, one channel.
-
-    uint8 images (0-255) are rescaled here, not cast: torchmetrics passes custom extractors whatever
-    it is given when ``normalize=False``, so scores never depend on a uint8 round trip.
-    """
-    if images.dtype == torch.uint8:
-        images = images.float().mul(2.0 / 255.0).sub(1.0)
-    images = images.float()
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    if images.shape[1] != 1:
-        images = images.mean(dim=1, keepdim=True)
-    size = images.shape[-1]
-    if size == INPUT_SIZE + 4:  # the conv nets' zero-padded 32 px -> crop the centre back to 28
-        return images[..., 2:-2, 2:-2]
-    if size != INPUT_SIZE:
-        return F.interpolate(
-            images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False
-        )
-    return images
 
 
 def sha256_of(path: Path) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
 
-from src.sampling import to_uint8, with_channels
+from src.data.images import to_uint8, with_channels
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 

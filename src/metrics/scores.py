@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
 
+from src.data.images import to_classifier_input
 from src.metrics import real_cache
-from src.metrics.classifier import NUM_FEATURES, load_classifier, to_classifier_input
+from src.metrics.classifier import NUM_FEATURES, load_classifier
 from src.metrics.manifold import ManifoldScores
 from src.metrics.sharpness import blank_share
 

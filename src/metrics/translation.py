@@ -25,8 +25,9 @@ from torchmetrics.functional.image import (
 )
 
 from src.data.datamodule import to_signed_unit
+from src.data.images import to_classifier_input
 from src.data.translation import LUMA, NO_LABEL, TaskSpec, TranslationSplit, to_grey
-from src.metrics.classifier import load_classifier, to_classifier_input
+from src.metrics.classifier import load_classifier
 from src.metrics.scores import GenerativeScores
 from src.sampling.translation import translate_images
 

@@ -10,7 +10,9 @@ import torch
 from lightning import LightningModule
 from torch import nn
 
+from src.models.cuda_graphs import CapturedStep, learning_rates, make_capturable
 from src.nets.batch_norm import batch_statistics
+from src.utils.rules import Rule, boolean, choice, integer, number
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
@@ -47,6 +49,11 @@ class ManualLoop(LightningModule):
     ``global_step``, which counts every optimizer step), the NaN/inf check on an interval, logging
     on the trainer's interval, the run config and RNG state in every checkpoint, and the DDP replica
     check. Families (adversarial generators, translators) add their own step on top."""
+
+    #: the name reports and figures give this model (``model=`` options are file names)
+    display_name: str = ""
+    #: rules of this class's own ``model.*`` keys (src/config/schema.py collects them over the MRO)
+    knob_rules: dict[str, Rule] = {"check_finite_every_n_steps": integer(1)}
 
     #: why ``hydra/launcher=population`` trains this model's jobs one by one (None: it stacks them).
     #: Models with a training step of their own say so; the shared adversarial step stacks.
@@ -175,6 +182,14 @@ class AdversarialModel(ManualLoop):
     (the fakes of a batch are drawn for the labels of its real images) and reach the losses as
     ``labels``.
     """
+
+    knob_rules = {
+        "d_steps_per_g_step": integer(1),
+        "latent_distribution": choice(*LATENT_DISTRIBUTIONS),
+        "compile": boolean(),
+        "cuda_graphs": boolean(),
+        "ema_decay": number(0, 1, low_open=True, high_open=True, nullable=True),
+    }
 
     #: key of ``arch.discriminators`` this model trains: "classifier", "critic" or "autoencoder"
     discriminator_role: str = "classifier"
@@ -447,8 +462,6 @@ class AdversarialModel(ManualLoop):
         not run there and its optimizer-step count is advanced here. A NaN/inf is found after its
         step (a graph cannot stop midway): the run stops all the same, and no checkpoint of the
         broken weights is written."""
-        from src.models.cuda_graphs import CapturedStep, learning_rates, make_capturable
-
         optimizer_g, optimizer_d = (o.optimizer for o in self.optimizers())
         key = (generator_steps, learning_rates(optimizer_g, optimizer_d))
         step = self._captured_steps.get(key)
@@ -528,3 +541,9 @@ class AdversarialModel(ManualLoop):
 def _snapshot(logs: dict) -> dict:
     """Tensors cloned: a CUDA graph's outputs are overwritten by its next replay."""
     return {k: v.clone() if torch.is_tensor(v) else v for k, v in logs.items()}
+
+
+def shares_adversarial_step(model_cls: type) -> bool:
+    """Whether ``model_cls`` trains with the shared D/G step (captured as CUDA graphs, stacked in
+    populations) rather than a training step of its own."""
+    return getattr(model_cls, "training_step", None) is AdversarialModel.training_step

@@ -14,6 +14,7 @@ from src.losses import (
     began_k_update,
 )
 from src.models.base import AdversarialModel
+from src.utils.rules import integer, number, positive
 
 
 class BEGAN(AdversarialModel):
@@ -25,6 +26,16 @@ class BEGAN(AdversarialModel):
     rates are halved (``lr_decay_factor``, not below ``lr_min``) when the epoch mean of M_global has
     not improved for ``lr_decay_patience`` epochs; the optimizers' param groups are edited in place.
     """
+
+    display_name = "BEGAN"
+    knob_rules = {
+        "gamma": number(0, 1, low_open=True),
+        "lambda_k": positive(),
+        "k_init": number(0, 1),
+        "lr_decay_factor": number(0, 1, low_open=True),
+        "lr_decay_patience": integer(1),
+        "lr_min": number(0),
+    }
 
     discriminator_role = "autoencoder"
     loss_family = "energy"

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from src.data.clusters import kmeans, nearest_centroid
 from src.data.datamodule import to_signed_unit
 from src.models.gan import GAN, check_conditioned
+from src.utils.rules import integer
 
 #: the last k-means result (key: the images' storage and shape, k, iterations, seed, subset size)
 _CLUSTERINGS: dict = {}
@@ -25,6 +26,13 @@ class ClusterGAN(GAN):
     The last ``num_clusters`` inputs of the model's latent carry y one-hot (``sample_latent``), so
     every caller (scores, EMA, sample.py, interpolate.py) sees one latent vector and no labels.
     """
+
+    display_name = "cluster GAN"
+    knob_rules = {
+        "num_clusters": integer(2),
+        "cluster_iterations": integer(1),
+        "cluster_seed": integer(0),
+    }
 
     def __init__(
         self,

@@ -9,12 +9,16 @@ import torch
 
 from src.losses import ebgan_discriminator_loss, ebgan_generator_loss, pulling_away_term
 from src.models.base import AdversarialModel
+from src.utils.rules import number, positive
 
 EnergyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class EBGAN(AdversarialModel):
     """L_D = D(x) + [m - D(G(z))]^+, L_G = D(G(z)), with D(x) = energy(x, Dec(Enc(x)))."""
+
+    display_name = "EBGAN"
+    knob_rules = {"margin": positive()}
 
     discriminator_role = "autoencoder"
     loss_family = "energy"
@@ -65,6 +69,9 @@ class EBGAN(AdversarialModel):
 
 class EBGANPT(EBGAN):
     """EBGAN-PT: L_G = D(G(z)) + w * f_PT(S), S = Enc(G(z)) (Zhao et al. 2016 Eq. 7; w = 0.1)."""
+
+    display_name = "EBGAN-PT"
+    knob_rules = {"pt_weight": number(0)}
 
     member_hparams = ("margin", "pt_weight")
 

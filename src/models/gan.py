@@ -10,10 +10,13 @@ from torch import nn
 
 from src.losses import mutual_information_lower_bound
 from src.models.base import AdversarialModel
+from src.utils.rules import integer, number
 
 
 class GAN(AdversarialModel):
     """D outputs a logit; the ``loss`` group picks G's objective (non-saturating or minimax)."""
+
+    display_name = "GAN"
 
     discriminator_role = "classifier"
     loss_family = "classifier"
@@ -52,6 +55,9 @@ class CGAN(GAN):
     y is the real batch's labels; the fakes of a batch are drawn for the same labels, so D sees real
     and fake images of every class in equal numbers.
     """
+
+    display_name = "cGAN"
+    knob_rules = {"num_classes": integer(2)}
 
     def __init__(
         self,
@@ -124,6 +130,9 @@ class InfoGAN(GAN):
     ``sample.py``) sees one latent vector. On MNIST c tends to pick the digit class, and its uniform
     prior the class shares.
     """
+
+    display_name = "InfoGAN"
+    knob_rules = {"num_codes": integer(2), "code_weight": number(0)}
 
     member_hparams = ("code_weight",)
 

@@ -14,6 +14,7 @@ from torch import nn
 from src.losses import cycle_consistency_loss, identity_loss, l1_distance
 from src.models.base import ManualLoop, OptimizerFactory, frozen
 from src.nets.batch_norm import batch_statistics
+from src.utils.rules import boolean, integer, number
 
 
 @contextmanager
@@ -79,6 +80,13 @@ class Pix2Pix(Translator):
     non-saturating log D form: ``bce_ns``). ``adversarial_weight`` 0 is the paper's "L1 alone"
     ablation (D is then not trained). G's noise is its dropout, also at test time
     (``test_time_noise``, the paper's protocol: dropout on, batch statistics)."""
+
+    display_name = "pix2pix"
+    knob_rules = {
+        "l1_weight": number(0),
+        "adversarial_weight": number(0),
+        "test_time_noise": boolean(),
+    }
 
     needs_pairs = True
 
@@ -209,6 +217,14 @@ class CycleGAN(Translator):
     as the authors' code: one update of both G's, then one of both D's on images drawn from the
     history pools. The learning rate stays constant, then decays linearly to zero over the last
     ``decay_epochs`` (default: the second half of ``trainer.max_epochs``)."""
+
+    display_name = "CycleGAN"
+    knob_rules = {
+        "cycle_weight": number(0),
+        "identity_weight": number(0),
+        "pool_size": integer(0),
+        "decay_epochs": integer(0, nullable=True),
+    }
 
     def __init__(
         self,

@@ -29,11 +29,15 @@ from src.models.base import (
     frozen,
 )
 from src.nets.batch_norm import batch_statistics
+from src.utils.rules import choice, integer, number
 
 
 class VAE(AdversarialModel):
     """L = kl_weight * L_prior + L_llike^pixel (Kingma & Welling 2014 Eq. 10; kl_weight 1 is the
     ELBO), one update of encoder and decoder per batch. ``discriminator`` is None."""
+
+    display_name = "VAE"
+    knob_rules = {"kl_weight": number(0), "pixel_likelihood": choice(*PIXEL_LIKELIHOODS)}
 
     discriminator_role = None
     loss_family = None
@@ -140,6 +144,9 @@ class VAEGAN(VAE):
     (src.losses.vaegan_discriminator_loss; it is never trained on L_llike). gamma is
     ``reconstruction_weight``; ``kl_weight`` scales L_prior as in the VAE.
     """
+
+    display_name = "VAE-GAN"
+    knob_rules = {"reconstruction_weight": number(0), "feature_layer": integer(-1)}
 
     discriminator_role = "classifier"
     loss_family = "classifier"

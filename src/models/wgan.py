@@ -9,6 +9,7 @@ from torch import nn
 
 from src.losses import gradient_penalty, wasserstein_critic_loss, wasserstein_generator_loss
 from src.models.base import AdversarialModel
+from src.utils.rules import number, positive
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -17,6 +18,9 @@ class WGAN(AdversarialModel):
     """L_critic = E[c(G(z))] - E[c(x)], L_G = -E[c(G(z))]; after every critic step its weights are
     clipped to [-clip_value, clip_value] (the Lipschitz constraint of Arjovsky et al. 2017, Alg.
     1)."""
+
+    display_name = "WGAN"
+    knob_rules = {"clip_value": positive()}
 
     discriminator_role = "critic"
     loss_family = "wasserstein"
@@ -78,6 +82,9 @@ class WGANGP(WGAN):
     batch: a critic with batch norm is refused (the paper uses layer norm or none). Each step's
     interpolation weights e ~ U[0, 1] are drawn with its latents (``sample_step_noise``).
     """
+
+    display_name = "WGAN-GP"
+    knob_rules = {"penalty_weight": number(0)}
 
     member_hparams = ("penalty_weight",)
 

@@ -13,6 +13,7 @@ import logging
 
 import torch
 
+from src.models.base import VALIDATION_SEED
 from src.runs.loggers import build_loggers
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,6 @@ def validation_values(population, val_batches, device) -> list[dict]:
     """Per member, the epoch means a single run's validation loop logs (src/models/base.py
     ``validation_step``): D's values on the held-out split and on G's samples for latents seeded
     per batch, G in eval mode, D on batch statistics; weighted by batch size as Lightning does."""
-    from src.models.base import VALIDATION_SEED
-
     template = population.model
     sums: dict[str, torch.Tensor] = {}
     count = 0

@@ -23,13 +23,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
+from src.config import check_paths, validate_config
+from src.metrics.scores import GenerativeScores
 from src.metrics.sharpness import blank_share
 from src.population.member_logs import MemberLogs, validation_values
 from src.population.step import Population
 from src.runs.checkpoints import lightning_resume_state, save_checkpoint_file
 from src.runs.training import batches_per_epoch, check_training_batches
 from src.sampling import image_grid, requested_labels
-from src.utils import check_paths, validate_config, write_json_atomic
+from src.utils import write_json_atomic
 from src.utils.errors import UserError
 from src.utils.files import (
     DamagedFileError,
@@ -333,8 +335,6 @@ def _validation_batches(trainer_cfg, datamodule):
 def _scorer(metrics_cfg, datamodule, device):
     if not metrics_cfg:
         return None
-    from src.metrics.scores import GenerativeScores
-
     real = datamodule.splits["test"][0][: metrics_cfg.n_real]
     return GenerativeScores(
         metrics_cfg.dataset,

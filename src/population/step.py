@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
+from src.config import accepted_keys
+from src.models.cuda_graphs import CapturedStep
+from src.nets.batch_norm import batch_statistics
 from src.population.optim import MemberOptimizer, StackedOptimizer
 from src.population.stack import ModelStack
-from src.utils.config import accepted_keys
 
 #: the losses whose non-finite value freezes a member, in the order a step computes them
 LOSS_NAMES = ("discriminator loss", "generator loss")
@@ -164,8 +166,6 @@ class Population:
         noise = noise or {}
         if not self.cuda_graphs:
             return self.training_step(real, z, generator_steps, labels, noise)
-        from src.models.cuda_graphs import CapturedStep
-
         key = (generator_steps, tuple(self.optimizer_g.lrs), tuple(self.optimizer_d.lrs))
         step = self._captured.get(key)
         if step is None:
@@ -293,8 +293,6 @@ class Population:
     def validation_values(self, real, z, labels=None) -> dict[str, torch.Tensor]:
         """What a single run's ``validation_step`` logs for one held-out batch, per member: G in
         eval mode on the shared latents z, D on batch statistics; no state moves."""
-        from src.nets.batch_norm import batch_statistics
-
         inputs = {"z": z.unsqueeze(0).expand(self.size, *z.shape)}
         with self.stack.buffers_kept(), self.stack.mode(False):
             fake = self.stack.call("forward", z, labels)

@@ -14,18 +14,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from src.config import check_paths, validate_config
 from src.models.base import DivergenceError
 from src.runs.checkpoints import AtomicCheckpointIO, check_resume_fits
 from src.runs.loggers import build_loggers
 from src.runs.sweep_jobs import LAUNCH_ONLY_KEYS
-from src.utils import (
-    ConfigError,
-    check_paths,
-    hydra_runtime,
-    is_multirun,
-    validate_config,
-    write_json_atomic,
-)
+from src.utils import ConfigError, hydra_runtime, is_multirun, write_json_atomic
 from src.utils.errors import UserError
 from src.utils.printing import print_config_tree
 from src.utils.signals import sigterm_as_interrupt

@@ -13,14 +13,12 @@ from src.sampling.generation import (
     render,
     requested_labels,
     save_grid,
-    to_uint8,
 )
 from src.sampling.translation import (
     IdentityTranslator,
     is_translator,
     translate_images,
     translation_triplets,
-    with_channels,
 )
 
 __all__ = [
@@ -32,12 +30,10 @@ __all__ = [
     "is_translator",
     "translate_images",
     "translation_triplets",
-    "with_channels",
     "image_grid",
     "reconstruct",
     "reconstruction_pairs",
     "render",
     "requested_labels",
     "save_grid",
-    "to_uint8",
 ]

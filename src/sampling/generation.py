@@ -128,8 +128,3 @@ def save_grid(images: torch.Tensor, path: str | Path, columns: int) -> Path:
     with atomic_path(path) as tmp:
         save_image(image_grid(images, columns), tmp, format="png")
     return Path(path)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats -> 0-255 uint8 on the CPU (round to nearest)."""
-    return images.clamp(-1, 1).add(1).mul(127.5).round().to("cpu").byte()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from src.metrics.classifier import to_classifier_input
-from src.sampling.generation import render
+from src.data.images import to_classifier_input
+from src.sampling.generation import encode, render
 
 #: a class direction needs at least this many generated samples of each of its two classes
 MIN_SAMPLES_PER_CLASS = 10
@@ -160,7 +160,6 @@ def real_pair_latents(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An encoder model: [pairs * steps] latents, row i walking from Enc(a_i) to Enc(b_i) for two
     seeded random test images a_i, b_i; also the [pairs, 2, ...] images themselves."""
-    from src.sampling.generation import encode
 
     if mode not in ("linear", "spherical"):
         raise ValueError(f"mode must be 'linear' or 'spherical', got {mode!r}")
@@ -187,7 +186,6 @@ def encoded_class_walk(
     """An encoder model's attribute vector (Larsen et al. 2016 Sec. 5.1): d = mean Enc(x) over real
     images of ``to_class`` - mean over ``from_class``; each row decodes Enc(x) + a d, a in [0,
     scale], for a real image x of ``from_class``. Returns the grid and the classifier's view."""
-    from src.sampling.generation import encode
 
     if from_class == to_class:
         raise ValueError(f"from_class and to_class must differ, both are {from_class}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from src.data.images import with_channels
+
 
 def is_translator(model) -> bool:
     """Whether ``model`` maps images to images (``translate``) rather than latents to images."""
@@ -60,11 +62,6 @@ def translate_images(
     ]
     model.train(was_training)
     return torch.cat(chunks)
-
-
-def with_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """Grey [N, 1, H, W] repeated to ``channels`` (to sit in one grid with colour images)."""
-    return images.expand(-1, channels, -1, -1) if images.shape[1] == 1 else images
 
 
 def translation_triplets(

@@ -1,96 +1,35 @@
-"""Config checks that run before anything is built: a bad combination fails with a clear line."""
+"""Config checks that run before anything is built: a bad combination fails with a clear line.
+
+The top of the config layer: it reads the models and data it checks (their classes declare what
+they need), and nothing below imports it."""
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import os
 from pathlib import Path
 
+import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.config.registry import arch_misfit, fitting_archs, models_where
+from src.config.schema import check_schema
+from src.data.idx import DATASETS, locate_raw_dir
+from src.data.translation import PAIRED_TASKS, TASKS
+from src.models.base import shares_adversarial_step
+from src.utils.checkpoint_file import read_checkpoint
 from src.utils.errors import ConfigError
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = PROJECT_ROOT / "conf"
-
-
-def folder_name(text: str, limit: int = 120) -> str:
-    """A folder name for a run's overrides: the text, or its start + a hash when too long."""
-    if len(text) <= limit:
-        return text or "default"
-    return f"{text[: limit - 17]}-{hashlib.sha1(text.encode()).hexdigest()[:16]}"
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("cwd"):  # where the command runs: runs and data go there
-        OmegaConf.register_new_resolver("cwd", os.getcwd)
-    if not OmegaConf.has_resolver("folder_name"):
-        OmegaConf.register_new_resolver("folder_name", folder_name)
-    if not OmegaConf.has_resolver("sum"):  # channels of pix2pix's D: input + output
-        OmegaConf.register_new_resolver("sum", lambda *values: sum(int(v) for v in values))
-
-
-def hydra_runtime() -> dict:
-    """Overrides and group choices of this job (empty under the compose API)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_cfg = HydraConfig.get()
-        return {
-            "overrides": list(hydra_cfg.overrides.task),
-            "choices": {
-                k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")
-            },
-        }
-    except ValueError:
-        return {"overrides": [], "choices": {}}
-
-
-def is_multirun() -> bool:
-    """True inside a Hydra multirun job (a failing job must then let the sweep go on)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
-
-
-def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def _options_where(group: str, predicate) -> list[str]:
-    return [
-        name
-        for name in _options(group)
-        if predicate(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))
-    ]
-
-
-def _choice(cfg: DictConfig, group: str) -> str:
-    """The option name selected for a group (Hydra's runtime choices when available)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return str(HydraConfig.get().runtime.choices[group])
-    except Exception:  # compose API without the hydra node
-        return "<selected>"
+from src.utils.project import config_options, config_options_where, selected_choice
 
 
 def validate_config(cfg: DictConfig) -> type:
     """Check that model, loss and arch fit together and that every key has an allowed type and
-    value (src/utils/schema.py); return the model class."""
-    from src.utils.schema import check_schema  # imported here: its rules read src.data, src.models
-
+    value (src/config/schema.py); return the model class."""
     check_schema(cfg)  # first: a value of the wrong type gets its own message, not a knock-on one
     target = OmegaConf.select(cfg, "model._target_")
     if target is None:
         raise ConfigError(
-            f"config key model._target_ is missing; choose model= one of {_options('model')}"
+            f"config key model._target_ is missing; choose model= one of {config_options('model')}"
         )
     try:
         model_cls = get_class(target)
@@ -99,20 +38,21 @@ def validate_config(cfg: DictConfig) -> type:
 
     family = OmegaConf.select(cfg, "loss.family")
     if model_cls.loss_family is not None and family != model_cls.loss_family:
-        fitting = _options_where("loss", lambda c: c.get("family") == model_cls.loss_family)
+        fitting = config_options_where("loss", lambda c: c.get("family") == model_cls.loss_family)
         raise ConfigError(
-            f"loss={_choice(cfg, 'loss')} (family {family!r}) does not fit "
-            f"model={_choice(cfg, 'model')}, "
+            f"loss={selected_choice(cfg, 'loss')} (family {family!r}) does not fit "
+            f"model={selected_choice(cfg, 'model')}, "
             f"which needs a {model_cls.loss_family!r} loss: choose loss= one of {fitting}"
         )
 
-    if getattr(model_cls, "needs_encoder", False) and OmegaConf.select(cfg, "arch.encoder") is None:
-        fitting = _options_where("arch", lambda c: "encoder" in c)
-        raise ConfigError(
-            f"arch={_choice(cfg, 'arch')} has no encoder (arch.encoder), which "
-            f"model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
-        )
     _check_translation(cfg, model_cls)
+    misfit = arch_misfit(model_cls, OmegaConf.select(cfg, "arch") or {})
+    if misfit is not None:
+        raise ConfigError(
+            f"arch={selected_choice(cfg, 'arch')} has no {misfit}, which "
+            f"model={selected_choice(cfg, 'model')} needs: choose arch= one of "
+            f"{fitting_archs(model_cls)}"
+        )
     # a typo, or a key a group option merged in that the chosen class does not take (an SGD chosen
     # for a model whose config sets Adam's betas)
     for group in ("model", "data", "model.optimizer_g", "model.optimizer_d"):
@@ -123,17 +63,8 @@ def validate_config(cfg: DictConfig) -> type:
     conditional = OmegaConf.select(cfg, "model.num_classes") or 0
     if conditional and OmegaConf.select(cfg, "data.dataset") == "image_folder":
         raise ConfigError(
-            f"model={_choice(cfg, 'model')} is class-conditional, and data=image_folder has no "
-            "labels: choose an unconditional model or data= mnist / fashion_mnist"
-        )
-    role = model_cls.discriminator_role
-    provided = OmegaConf.select(cfg, "arch.discriminators") or {}
-    if role is not None and role not in provided:
-        fitting = _options_where("arch", lambda c: role in (c.get("discriminators") or {}))
-        raise ConfigError(
-            f"arch={_choice(cfg, 'arch')} has no {role} discriminator (it provides "
-            f"{sorted(provided)}), "
-            f"which model={_choice(cfg, 'model')} needs: choose arch= one of {fitting}"
+            f"model={selected_choice(cfg, 'model')} is class-conditional, and data=image_folder "
+            "has no labels: choose an unconditional model or data= mnist / fashion_mnist"
         )
     return model_cls
 
@@ -175,7 +106,7 @@ def _check_keys_known(cfg: DictConfig, group: str) -> None:
     unknown = sorted(given - keys - {"run_config"})
     if unknown:
         option = group.rsplit(".", 1)[-1] if "." in group else group
-        name = f"{group}={_choice(cfg, option)} ({target})" if "." not in group else target
+        name = f"{group}={selected_choice(cfg, option)} ({target})" if "." not in group else target
         hint = f"; remove it with ~{group}.{unknown[0]}" if "." in group else ""
         raise ConfigError(
             f"{group}.{unknown[0]}: not a key of {name}; its keys are "
@@ -185,8 +116,6 @@ def _check_keys_known(cfg: DictConfig, group: str) -> None:
 
 def _check_accelerator(cfg: DictConfig) -> None:
     """A GPU asked for on a machine without one: say so, and how to run on the CPU."""
-    import torch
-
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
@@ -198,16 +127,12 @@ def _check_accelerator(cfg: DictConfig) -> None:
 
 def _check_cuda_graphs(cfg: DictConfig, model_cls: type) -> None:
     """model.cuda_graphs=true: the shared adversarial loop, one CUDA device, 32-bit precision."""
-    import torch
-
-    from src.models.base import AdversarialModel
-
-    model = _choice(cfg, "model")
-    if getattr(model_cls, "training_step", None) is not AdversarialModel.training_step:
+    model = selected_choice(cfg, "model")
+    if not shares_adversarial_step(model_cls):
         raise ConfigError(
             f"model.cuda_graphs=true: model={model} has its own training step, which is not "
-            "captured; it is supported by the models of the shared adversarial loop (gan, ebgan, "
-            "ebgan_pt, began, wgan, wgan_gp, cgan, infogan, cluster_gan)"
+            "captured; it is supported by the models of the shared adversarial loop "
+            f"({', '.join(models_where(shares_adversarial_step))})"
         )
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
     if accelerator not in ("gpu", "cuda", "auto") or not torch.cuda.is_available():
@@ -255,30 +180,23 @@ def _is_translator_config(model_cfg) -> bool:
 
 def _check_translation(cfg: DictConfig, model_cls: type) -> None:
     """Translators need translation data and nets, pix2pix paired data; samplers need images."""
-    from src.data.translation import PAIRED_TASKS
-
     translator = getattr(model_cls, "is_translator", False)
-    tasks = _options_where("data", lambda c: "task" in c)
-    model = _choice(cfg, "model")
+    tasks = config_options_where("data", lambda c: "task" in c)
+    model = selected_choice(cfg, "model")
     if translator and not is_translation_data(cfg):
         raise ConfigError(
             f"model={model} translates images between two domains: choose data= one of {tasks}"
         )
     if not translator and is_translation_data(cfg):
-        translators = _options_where("model", _is_translator_config)
+        translators = config_options_where("model", _is_translator_config)
         raise ConfigError(
-            f"data={_choice(cfg, 'data')} is a translation task (data.task={cfg.data.task}), which "
-            f"model={model} cannot train: choose model= one of {translators} or data= one of "
-            f"{[o for o in _options('data') if o not in tasks]}"
+            f"data={selected_choice(cfg, 'data')} is a translation task "
+            f"(data.task={cfg.data.task}), which model={model} cannot train: choose model= one "
+            f"of {translators} or data= one of "
+            f"{[o for o in config_options('data') if o not in tasks]}"
         )
     if not translator:
         return
-    if OmegaConf.select(cfg, "arch.generator_back") is None:
-        fitting = _options_where("arch", lambda c: "generator_back" in c)
-        raise ConfigError(
-            f"arch={_choice(cfg, 'arch')} has no translation nets (image -> image generators and "
-            f"PatchGAN discriminators), which model={model} needs: choose arch= one of {fitting}"
-        )
     if getattr(model_cls, "needs_pairs", False) and cfg.data.task not in PAIRED_TASKS:
         raise ConfigError(
             f"model={model} learns from (input, target) pairs; data.task={cfg.data.task} is "
@@ -292,8 +210,6 @@ def _data_sets(cfg: DictConfig) -> list[str]:
         return []
     if not is_translation_data(cfg):
         return [cfg.data.dataset]
-    from src.data.translation import TASKS
-
     spec = TASKS.get(cfg.data.task)
     if spec is None or spec.a is None:  # an unknown task is the schema's error; folders: none
         return []
@@ -302,8 +218,6 @@ def _data_sets(cfg: DictConfig) -> list[str]:
 
 def check_paths(cfg: DictConfig) -> None:
     """The data folder and the checkpoint to resume from exist and fit, before any training."""
-    from src.data.idx import DATASETS, locate_raw_dir
-
     data_dir = Path(cfg.paths.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(
@@ -328,7 +242,7 @@ def check_paths(cfg: DictConfig) -> None:
         if spec is None:
             raise ConfigError(
                 f"data.dataset={dataset!r} is unknown; allowed: {sorted(DATASETS)} "
-                f"(data= one of {_options('data')})"
+                f"(data= one of {config_options('data')})"
             )
         # a missing folder is an error, except the default data/ (made for the first download)
         if (
@@ -342,8 +256,6 @@ def check_paths(cfg: DictConfig) -> None:
             )
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
-        from src.runs.checkpoints import read_checkpoint  # imported here: it imports src.utils
-
         path = Path(ckpt_path)
         saved = read_checkpoint(path)["run_config"]
         saved_model = (saved.get("model") or {}).get("_target_")

@@ -98,10 +98,6 @@ def run_alone_reason(cfg: DictConfig) -> str | None:
     return None
 
 
-def stackable(cfg: DictConfig) -> bool:
-    return run_alone_reason(cfg) is None
-
-
 def valid(cfg: DictConfig) -> bool:
     from src.config import validate_config
 

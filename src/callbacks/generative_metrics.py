@@ -8,7 +8,7 @@ import time
 import torch
 from lightning import Callback
 
-from src.metrics.scores import GenerativeScores
+from src.metrics.scores import GenerativeScores, loggable_scores
 from src.sampling import generate, is_translator, requested_labels
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,7 @@ class GenerativeMetrics(Callback):
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             images = generate(pl_module, self.n_samples, seed=self.seed, labels=requested)
             result = self._scores(trainer, pl_module).score(images, requested_labels=requested)
-        values = {k: float(v) for k, v in result.items() if not isinstance(v, list)}
-        for c, share in enumerate(result.get("class_match_per_class", [])):
-            values[f"class_match_{c}"] = share
+        values = {k: float(v) for k, v in loggable_scores(result).items()}
         self._log(pl_module, values, started)
 
     def _log(self, pl_module, values: dict | None, started: float) -> None:

@@ -10,6 +10,7 @@ from torchvision.utils import save_image
 
 from src.data.datamodule import to_signed_unit
 from src.sampling import (
+    grid_layout,
     has_encoder,
     image_grid,
     is_translator,
@@ -55,10 +56,7 @@ class SampleGrid(Callback):
             return
         # on the CPU: the same latents on every device
         seeded = torch.Generator().manual_seed(self.seed)
-        n = self.n_samples
-        if pl_module.num_classes:  # one column per class, so each column shows one requested class
-            self.columns = pl_module.num_classes
-            n = -(-n // self.columns) * self.columns
+        n, self.columns = grid_layout(pl_module, self.n_samples)
         self.fixed_latent = pl_module.sample_latent(n, generator=seeded, device="cpu")
         self.fixed_labels = requested_labels(pl_module, n)
         self.fixed_images = None

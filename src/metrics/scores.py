@@ -222,6 +222,15 @@ class GenerativeScores:
         return result
 
 
+def loggable_scores(result: dict) -> dict:
+    """A ``score`` result as logged values: its numbers, and the per-class list of class match
+    as ``class_match_<c>`` (the other lists are kept in metrics.json only)."""
+    values = {key: v for key, v in result.items() if not isinstance(v, list)}
+    for c, share in enumerate(result.get("class_match_per_class", [])):
+        values[f"class_match_{c}"] = share
+    return values
+
+
 def within_class_distances(
     features: torch.Tensor, classes: torch.Tensor, per_class_cap: int = 1000
 ) -> dict[int, float]:

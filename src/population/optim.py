@@ -77,7 +77,7 @@ def dense(t: torch.Tensor) -> torch.Tensor:
 
 
 class StackedOptimizer:
-    """Steps every stacked parameter [K, ...] with per-member Adam or SGD.
+    """Steps every stacked parameter [K, ...] with per-member Adam, SGD or RMSprop.
 
     Adam members, two implementations of the same update (``prefers_vectorized`` picks one per
     stacked net unless told):
@@ -191,7 +191,7 @@ class StackedOptimizer:
         """Fill ``optimizer`` (torch's own, built over member k's unstacked net) with member k's
         state as torch would hold it after the same steps: Adam's step count and moments, SGD's
         momentum buffers (none before the first step, none for plain SGD). ``pairs``:
-        StackedMLP.member_pairs of the net."""
+        ModelStack.member_pairs of the net."""
         member = self.members[k]
         if int(self.steps[k]) == 0:
             return

@@ -24,13 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from src.config import check_paths, validate_config
-from src.metrics.scores import GenerativeScores
+from src.metrics.scores import GenerativeScores, loggable_scores
 from src.metrics.sharpness import blank_share
 from src.population.member_logs import MemberLogs, validation_values
 from src.population.step import Population
 from src.runs.checkpoints import lightning_resume_state, save_checkpoint_file
 from src.runs.training import batches_per_epoch, check_training_batches
-from src.sampling import image_grid, requested_labels
+from src.sampling import grid_layout, image_grid, requested_labels, seeded_latents
 from src.utils import write_json_atomic
 from src.utils.errors import UserError
 from src.utils.files import (
@@ -365,11 +365,8 @@ def _epoch_end(
     grid_cfg = callbacks.get("sample_grid")
     template = population.model
     if grid_cfg and (epoch + 1) % grid_cfg.every_n_epochs == 0:
-        # as src/callbacks/sample_grid.py draws them: one column per class when conditional
-        n, columns = grid_cfg.n_samples, int(grid_cfg.n_samples**0.5)
-        if template.num_classes:
-            columns = template.num_classes
-            n = -(-n // columns) * columns
+        # as src/callbacks/sample_grid.py draws them
+        n, columns = grid_layout(template, grid_cfg.n_samples)
         z = template.sample_latent(
             n, generator=torch.Generator().manual_seed(grid_cfg.get("seed", 0)), device="cpu"
         )
@@ -387,14 +384,8 @@ def _epoch_end(
     if scores is not None and due and alive:
         started = time.perf_counter()
         n = metrics_cfg.n_samples
-        seeded = torch.Generator().manual_seed(metrics_cfg.get("seed", 0))
-        # chunk by chunk, as src.sampling.generate draws them: the latents a single run scores
-        z = torch.cat(
-            [
-                template.sample_latent(min(1000, n - s), generator=seeded, device="cpu")
-                for s in range(0, n, 1000)
-            ]
-        )
+        # the latents a single run scores (src.sampling.generate)
+        z = seeded_latents(template, n, metrics_cfg.get("seed", 0))
         requested = requested_labels(template, n)
         images = population.generate(z, requested)[alive]
         # the classifier sees every member's samples in one pass; the scores are per member
@@ -406,10 +397,7 @@ def _epoch_end(
             for position, k in enumerate(alive):
                 result = scores.score_features(features[position], predicted[position], requested)
                 result["blank_share"] = blank_share(images[position])
-                values = {key: v for key, v in result.items() if not isinstance(v, list)}
-                for c, share in enumerate(result.get("class_match_per_class", [])):
-                    values[f"class_match_{c}"] = share
-                member_values[k] = values
+                member_values[k] = loggable_scores(result)
         seconds = (time.perf_counter() - started) / len(alive)
         for k in alive:
             # the population's wall time so far, as a single run's is since its fit started

@@ -97,11 +97,10 @@ class ModelStack:
             fill = 1.0 if name.endswith("running_var") else 0.0
             stacked = _padded([s[name] for s in states], shapes[name], fill).to(self.device)
             if name in param_names:
-                if (
-                    stacked.dim() == 3
-                ):  # a linear layer's [K, out, in] weights, stored as [K, in, out]
-                    # the batched matmul's weight gradient comes out in that layout, so autograd
-                    # keeps it as it is instead of copying it into [K, out, in] every step
+                # a linear layer's [K, out, in] weights, stored as [K, in, out]: the batched
+                # matmul's weight gradient comes out in that layout, so autograd keeps it as it
+                # is instead of copying it into [K, out, in] every step
+                if stacked.dim() == 3:
                     stacked = stacked.transpose(1, 2).contiguous().transpose(1, 2)
                 self.params[name] = stacked.requires_grad_(True)
             else:

@@ -6,6 +6,7 @@ from src.sampling.generation import (
     balanced_labels,
     encode,
     generate,
+    grid_layout,
     has_encoder,
     image_grid,
     reconstruct,
@@ -13,6 +14,7 @@ from src.sampling.generation import (
     render,
     requested_labels,
     save_grid,
+    seeded_latents,
 )
 from src.sampling.translation import (
     IdentityTranslator,
@@ -25,6 +27,7 @@ __all__ = [
     "balanced_labels",
     "encode",
     "generate",
+    "grid_layout",
     "has_encoder",
     "IdentityTranslator",
     "is_translator",
@@ -36,4 +39,5 @@ __all__ = [
     "render",
     "requested_labels",
     "save_grid",
+    "seeded_latents",
 ]

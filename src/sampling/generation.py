@@ -78,15 +78,29 @@ def generate(
     """
     if labels is None:
         labels = requested_labels(model, n)
+    return render(model, seeded_latents(model, n, seed, batch_size), labels, batch_size, batch_norm)
+
+
+def seeded_latents(model, n: int, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
+    """The n latents ``generate`` samples for ``seed``, on the CPU; the global RNG is untouched.
+    Drawn chunk by chunk, as always: a seed keeps giving the latents it gave before."""
     seeded = torch.Generator().manual_seed(seed)
-    # drawn chunk by chunk, as always: a seed keeps giving the latents it gave before
-    z = torch.cat(
+    return torch.cat(
         [
             model.sample_latent(min(batch_size, n - start), generator=seeded, device="cpu")
             for start in range(0, n, batch_size)
         ]
     )
-    return render(model, z, labels, batch_size, batch_norm)
+
+
+def grid_layout(model, n_samples: int) -> tuple[int, int]:
+    """(samples, columns) of a sample grid of about ``n_samples``: a square, or for a
+    class-conditional model one column per class (``n_samples`` rounded up to whole rows), so
+    that each column shows one requested class (``requested_labels``)."""
+    if not model.num_classes:
+        return n_samples, int(n_samples**0.5)
+    columns = model.num_classes
+    return -(-n_samples // columns) * columns, columns
 
 
 def has_encoder(model) -> bool:

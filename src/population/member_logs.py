@@ -24,20 +24,40 @@ class MemberLogs:
         self.size = len(members)
         self.log_every_n_steps = int(log_every_n_steps)  # 0: never, as Lightning
         self.population = population  # its optimizers' learning rates are logged
-        self.loggers = [
-            build_loggers(m.cfg, m.runtime.get("choices", {}), concurrent=True) for m in members
-        ]
-        for loggers, model in zip(self.loggers, models, strict=True):
-            for logger in loggers:
-                logger.log_hyperparams(model.run_config)
+        self.loggers = [self._loggers(m, model) for m, model in zip(members, models, strict=True)]
+        # a member that joined later (a search refills freed slots): the population's epoch and
+        # batch count when it did; its own epochs and steps count from there
+        self.first_epoch = [0] * self.size
+        self.first_batch = [0] * self.size
         # metrics.json: the last logged train values and the last epoch's val values
         self.train: list[dict] = [{} for _ in members]
         self.val: list[dict] = [{} for _ in members]
         self._pending: list[tuple[int, dict]] = []  # (batches seen, {name: [K] tensor})
 
+    @staticmethod
+    def _loggers(member, model) -> list:
+        loggers = build_loggers(member.cfg, member.runtime.get("choices", {}), concurrent=True)
+        for logger in loggers:
+            logger.log_hyperparams(model.run_config)
+        return loggers
+
+    def replace(self, k: int, member, model, epoch: int, batches: int) -> None:
+        """Slot k's new member, from population epoch ``epoch`` (``batches`` trained before it):
+        its own loggers and values."""
+        self.loggers[k] = self._loggers(member, model)
+        self.train[k], self.val[k] = {}, {}
+        self.first_epoch[k], self.first_batch[k] = epoch, batches
+
     def is_log_step(self, batches_seen: int) -> bool:
         """Where a single run logs (src/models/base.py ``_is_log_step``): every n-th batch."""
         return self.log_every_n_steps > 0 and batches_seen % self.log_every_n_steps == 0
+
+    def wants_snapshot(self, batches_seen: int) -> bool:
+        """Whether some member logs at the population's batch ``batches_seen`` (its own count)."""
+        return any(
+            self.is_log_step(batches_seen - first)
+            for first in dict.fromkeys(self.first_batch)  # one check per distinct offset
+        )
 
     def snapshot(self, batches_seen: int, values: dict) -> None:
         """The batch's values (D's, and G's of the last batch with a G step), kept on the device."""
@@ -54,18 +74,26 @@ class MemberLogs:
         for batches_seen, values in self._pending:
             host = {name: value.tolist() for name, value in values.items()}
             for k in range(self.size):
+                own = batches_seen - self.first_batch[k]  # the member's own batch count
+                if own <= 0 or not self.is_log_step(own) or not self.loggers[k]:
+                    continue
                 if diverged_at[k] and batches_seen >= diverged_at[k]:
                     continue
                 row = {f"train/{name}": host[name][k] for name in host}
                 row.update({f"train/{name}": v[k] for name, v in lrs.items()})
                 self.train[k] = row
                 # Lightning's step when the n-th batch logs: n - 1
-                self._log(k, {**row, "epoch": epoch}, batches_seen - 1)
+                self._log(k, {**row, "epoch": epoch - self.first_epoch[k]}, own - 1)
         self._pending.clear()
+
+    def own(self, k: int, epoch: int, step: int) -> tuple[int, int]:
+        """Member k's own (epoch, step) at the population's (epoch, step)."""
+        return epoch - self.first_epoch[k], step - self.first_batch[k]
 
     def log_val(self, k: int, values: dict, epoch: int, step: int) -> None:
         row = {f"val/{name}": float(v) for name, v in values.items()}
         self.val[k].update(row)
+        epoch, step = self.own(k, epoch, step)
         self._log(k, {**row, "epoch": epoch}, step)
 
     def log_epoch_end(self, values: dict, alive: list[int], epoch: int, step: int) -> None:
@@ -75,7 +103,8 @@ class MemberLogs:
         for k in alive:
             row = {f"train/{name}": float(v[k]) for name, v in host.items()}
             self.train[k].update(row)
-            self._log(k, {**row, "epoch": epoch}, step)
+            own_epoch, own_step = self.own(k, epoch, step)
+            self._log(k, {**row, "epoch": own_epoch}, own_step)
 
     def log_image(self, k: int, path, step: int) -> None:
         for logger in self.loggers[k]:
@@ -105,16 +134,20 @@ class MemberLogs:
     def close(self, statuses: list[str]) -> None:
         """Finish every member's loggers once (W&B: exit code 1 unless it completed). A logger
         that fails to close is reported, never raised: the members' results are written."""
-        loggers_of, self.loggers = self.loggers, [[] for _ in self.loggers]
-        for loggers, status in zip(loggers_of, statuses, strict=True):
-            for logger in loggers:
-                try:
-                    logger.finalize("success" if status == "completed" else "failed")
-                    run = getattr(logger, "_experiment", None)
-                    if run is not None and hasattr(run, "finish"):
-                        run.finish(exit_code=0 if status == "completed" else 1)
-                except Exception as err:
-                    log.warning("could not close %s: %s", type(logger).__name__, err)
+        for k, status in enumerate(statuses):
+            self.close_member(k, status)
+
+    def close_member(self, k: int, status: str) -> None:
+        """Finish member k's loggers (once: a closed member's are gone)."""
+        loggers, self.loggers[k] = self.loggers[k], []
+        for logger in loggers:
+            try:
+                logger.finalize("success" if status == "completed" else "failed")
+                run = getattr(logger, "_experiment", None)
+                if run is not None and hasattr(run, "finish"):
+                    run.finish(exit_code=0 if status == "completed" else 1)
+            except Exception as err:
+                log.warning("could not close %s: %s", type(logger).__name__, err)
 
 
 @torch.no_grad()

@@ -217,6 +217,40 @@ class StackedOptimizer:
         for group in optimizer.param_groups:  # a decayed learning rate travels too
             group["lr"] = self.lrs[k]
 
+    @torch.no_grad()
+    def replace_member(self, k: int, member: MemberOptimizer) -> None:
+        """A new member in slot k (a search refills a pruned member's slot): its settings, and
+        step counts and moments from zero, as a fresh torch optimizer starts. Its kind must be
+        one the population holds state for (a ValueError otherwise)."""
+        held = {"adam": self.any_adam, "sgd": self.any_sgd, "rmsprop": self.any_rmsprop}
+        if not held[member.kind]:
+            kinds = sorted(kind for kind, present in held.items() if present)
+            raise ValueError(f"a {member.kind} member cannot join a population stepping {kinds}")
+        self.members[k] = member
+        self.steps[k] = 0
+        self.adam_steps[k] = 0.0
+        for name in self._LISTS:
+            for tensor in getattr(self, name):
+                tensor[k].zero_()
+        self.set_lr(k, member.lr)
+        for column, value in (
+            (self.alpha, member.alpha),
+            (self.beta1, member.betas[0]),
+            (self.beta2, member.betas[1]),
+            (self.eps, member.eps),
+            (self.momentum, member.momentum),
+        ):
+            column[k] = float(value)
+        for kind in ("adam", "sgd", "rmsprop"):
+            getattr(self, f"is_{kind}")[k] = member.kind == kind
+        self.adam_members = [i for i, m in enumerate(self.members) if m.kind == "adam"]
+        if member.kind == "adam" and k not in self.member_views:
+            self.member_views[k] = (
+                [dense(p[k]) for p in self.params],
+                [dense(m[k]) for m in self.exp_avg],
+                [dense(v[k]) for v in self.exp_avg_sq],
+            )
+
     def freeze(self, member: int) -> None:
         """Stop updating ``member`` (its state stays as it was at its last good step)."""
         self.active[member] = False

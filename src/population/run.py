@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import lightning as L
 import torch
@@ -27,7 +28,7 @@ from src.config import check_paths, validate_config
 from src.metrics.scores import GenerativeScores, loggable_scores
 from src.metrics.sharpness import blank_share
 from src.population.member_logs import MemberLogs, validation_values
-from src.population.step import Population
+from src.population.step import LOSS_NAMES, Population
 from src.runs.checkpoints import lightning_resume_state, save_checkpoint_file
 from src.runs.training import batches_per_epoch, check_training_batches
 from src.sampling import grid_layout, image_grid, requested_labels, seeded_latents
@@ -120,6 +121,22 @@ class LatentStream:
         self.position += 1
         return z, noise
 
+    def replace(self, k: int, model, seed: int) -> None:
+        """Slot k's new member: its own generator seeded with its seed, and its part of the
+        current chunk drawn from it (the other members' draws stay as they are)."""
+        self.models[k] = model
+        self.seeds[k] = int(seed)
+        generator = self.generators[k] = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.chunk_start[k] = generator.get_state()
+        if self.chunk is None:
+            return
+        n = self.steps * self.batch_size
+        latent = model.sample_latent(n, generator=generator, device=self.device)
+        noise = model.sample_step_noise(n, generator=generator, device=self.device)
+        self.chunk[:, k] = latent.view(self.steps, self.batch_size, -1)
+        for name, chunk in self.noise_chunk.items():
+            chunk[:, k] = noise[name].view(self.steps, self.batch_size, *chunk.shape[3:])
+
     def state_dict(self) -> dict:
         return {
             "chunk_start": self.chunk_start,
@@ -143,8 +160,27 @@ def population_checkpoint_path(members: list[Member]) -> Path:
     return Path(members[0].output_dir).parent / ".populations" / f"{digest}.pt"
 
 
-def train_population(members: list[Member]) -> list[dict]:
-    """Train the members together; write and return each one's metrics.json content."""
+class Refill(Protocol):
+    """What a search plugs into a population (hydra_plugins/ebgan_lab_population/optuna_sweeper.py):
+    it hears each member's scores and may prune it; a member's slot, once its member ended
+    (finished, pruned, diverged), goes to the next member it hands out."""
+
+    def report(self, member: Member, epoch: int, metrics: dict) -> bool:
+        """Member's scores after its own epoch ``epoch`` (0-based); True: prune it now."""
+
+    def ended(self, member: Member, result: dict) -> None:
+        """Member's result (also in its metrics.json): completed, pruned, diverged."""
+
+    def next_member(self) -> Member | None:
+        """The member to take a freed slot, or None (no more)."""
+
+    def misfit(self, member: Member, reason: str) -> None:
+        """``member`` (from ``next_member``) cannot join this population (``reason``)."""
+
+
+def train_population(members: list[Member], refill: Refill | None = None) -> list[dict]:
+    """Train the members together; write and return each one's metrics.json content (in the
+    order given; with ``refill``, the members it handed out follow, in the order they ended)."""
     started = time.time()
     cfgs = [m.cfg for m in members]
     first = cfgs[0]
@@ -180,6 +216,9 @@ def train_population(members: list[Member]) -> list[dict]:
     with torch.random.fork_rng(devices=[]):  # building the classifier draws initial weights
         scores = _scorer(callbacks.get("generative_metrics"), datamodule, device)
     logs = MemberLogs(members, models, population, first.trainer.get("log_every_n_steps", 50))
+    # slot k's member now (None: freed, no member to take it) and when it joined
+    slots: list[Member | None] = list(members)
+    ended: list[Member] = []
     try:  # a crash or an interrupt still closes every member's loggers (W&B: as failed)
         last_values: dict = {}  # the newest per-member values ([K] tensors): D's, and the last G's
         val_batches = _validation_batches(first.trainer, datamodule)
@@ -190,7 +229,8 @@ def train_population(members: list[Member]) -> list[dict]:
         seconds = {"setup": time.time() - started, "training": 0.0, "epoch_end": 0.0}
         checkpoint_path = population_checkpoint_path(members)
         first_epoch = 0
-        saved = _load_population(checkpoint_path, device)
+        # a search's population changes members: its study, not a population state, resumes it
+        saved = None if refill is not None else _load_population(checkpoint_path, device)
         if saved is not None:  # an interrupted population: on from its last finished epoch
             try:
                 population.load_state_dict(saved["population"])
@@ -213,8 +253,79 @@ def train_population(members: list[Member]) -> list[dict]:
             started = time.time() - saved["elapsed"]
             first_epoch = saved["epoch"] + 1
             log.info("population resumed after epoch %d from %s", saved["epoch"], checkpoint_path)
+        joined = [{"epoch": 0, "batch": 0, "time": started} for _ in members]
 
-        for epoch in range(first_epoch, max_epochs):
+        def result_of(k: int, status: str, **extra) -> dict:
+            """Slot k's member's metrics.json, written (its loggers closed)."""
+            member = slots[k]
+            wall = time.time() - joined[k]["time"]
+            steps = population.optimizer_d.steps[k] + population.optimizer_g.steps[k]
+            result = {
+                "status": status,
+                "failure": extra.pop("failure", None),
+                **extra,
+                # the population's time while the member was in it, shared by its members
+                "wall_time_s": round(wall / size, 3),
+                "epochs_completed": int(epochs_done[k]),
+                "optimizer_steps": int(steps),
+                "metrics": logs.metrics(k),
+                **member.runtime,
+                "population": {
+                    "size": size,
+                    "wall_time_s": round(wall, 3),
+                    "device": str(device),
+                    **{f"{name}_s": round(value, 3) for name, value in seconds.items()},
+                    "training_batches": int(population.batches) - joined[k]["batch"],
+                },
+            }
+            write_json_atomic(member.output_dir / "metrics.json", result)
+            member.result = result
+            logs.close_member(k, status)
+            ended.append(member)
+            return result
+
+        def divergence_of(k: int) -> dict | None:
+            at = int(population.diverged_at[k])
+            if not at:
+                return None
+            batch = at - joined[k]["batch"]  # the member's own training batch
+            epoch = (batch - 1) // per_epoch
+            loss = LOSS_NAMES[int(population.diverged_loss[k])]
+            return {
+                "message": f"non-finite {loss} at training batch {batch} (epoch {epoch})",
+                "loss": loss,
+                "batch": batch,
+                "epoch": epoch,
+            }
+
+        def fill(k: int, epoch: int) -> None:
+            """Slot k to the next member the search hands out that fits; freed if none does."""
+            slots[k] = None
+            population.free(k)
+            while (member := refill.next_member()) is not None:
+                # a member's build seeds the global RNG: the others' dropout draws go on as before
+                with torch.random.fork_rng(devices=[]):
+                    try:
+                        model = _build_member(member.cfg)
+                        model.prepare_fit(datamodule)
+                        reason = population.misfit(k, model)
+                    except (ValueError, UserError) as err:
+                        reason = str(err)
+                if reason:
+                    refill.misfit(member, reason)
+                    continue
+                population.replace_member(k, model)
+                latents.replace(k, model, member.cfg.seed)
+                batches = epoch * per_epoch
+                logs.replace(k, member, model, epoch, batches)
+                slots[k] = member
+                joined[k] = {"epoch": epoch, "batch": batches, "time": time.time()}
+                epochs_done[k] = 0
+                log.info("slot %d: %s joins at epoch %d", k, member.output_dir.name, epoch)
+                return
+
+        epoch = first_epoch
+        while any(slot is not None for slot in slots):
             epoch_started = time.perf_counter()
             epoch_box[0] = epoch
             for batch_idx, batch in enumerate(loader):
@@ -225,27 +336,31 @@ def train_population(members: list[Member]) -> list[dict]:
                 steps = population.generator_steps(batch_idx)
                 last_values.update(population.train_batch(batch[0], z, steps, labels, noise))
                 batches_seen = epoch * per_epoch + batch_idx + 1
-                if logs.is_log_step(batches_seen):
+                if logs.wants_snapshot(batches_seen):
                     logs.snapshot(batches_seen, last_values)
             # read once an epoch: the steps themselves never wait for the device
-            alive = population.active.tolist()
+            active = population.active.tolist()
             seconds["training"] += time.perf_counter() - epoch_started
             epoch_started = time.perf_counter()
-            alive = [k for k in range(size) if alive[k]]
+            alive = [k for k in range(size) if active[k] and slots[k] is not None]
             logs.flush_train(epoch, population.diverged_at.tolist())
             epochs_done[alive] += 1
             step = (epoch + 1) * per_epoch - 1  # where a single run logs its epoch's val values
-            if val_batches is not None and (epoch + 1) % val_batches[1] == 0 and alive:
-                values = validation_values(population, val_batches[0], device)
-                for k in alive:
-                    logs.log_val(k, values[k], epoch, step)
+            # each member's own epoch: a member that joined later counts from where it joined
+            own = {k: epoch - joined[k]["epoch"] for k in range(size)}
+            if val_batches is not None and alive:
+                due = [k for k in alive if (own[k] + 1) % val_batches[1] == 0]
+                if due:
+                    values = validation_values(population, val_batches[0], device)
+                    for k in due:
+                        logs.log_val(k, values[k], epoch, step)
             # the model's epoch-end update (BEGAN's lr decay), before the checkpoints
             logs.log_epoch_end(population.end_epoch(), alive, epoch, step)
-            _epoch_end(
+            scored = _epoch_end(
                 population,
-                members,
-                models,
+                slots,
                 alive,
+                own,
                 epoch,
                 max_epochs,
                 callbacks,
@@ -255,8 +370,10 @@ def train_population(members: list[Member]) -> list[dict]:
                 time.time() - started,
             )
             seconds["epoch_end"] += time.perf_counter() - epoch_started
-            if epoch + 1 < max_epochs:
-                logs.flush()  # the members' curves on disk reach the state saved next
+            logs.flush()  # the members' curves on disk reach the state saved next
+            if refill is None:
+                if epoch + 1 == max_epochs:
+                    break
                 _save_population(
                     checkpoint_path,
                     {
@@ -274,46 +391,35 @@ def train_population(members: list[Member]) -> list[dict]:
                         ),
                     },
                 )
+            else:  # members end as they finish, are pruned or diverge; the search refills
+                for k in range(size):
+                    if slots[k] is None:
+                        continue
+                    failure = divergence_of(k)
+                    if failure is not None:
+                        refill.ended(slots[k], result_of(k, "diverged", failure=failure))
+                    elif own[k] + 1 >= max_epochs:
+                        refill.ended(slots[k], result_of(k, "completed"))
+                    elif k in scored and refill.report(slots[k], own[k], logs.metrics(k)):
+                        steps = population.optimizer_d.steps[k] + population.optimizer_g.steps[k]
+                        pruned = {"epoch": own[k], "optimizer_steps": int(steps)}
+                        refill.ended(slots[k], result_of(k, "pruned", pruned=pruned))
+                    else:
+                        continue
+                    fill(k, epoch + 1)
+            epoch += 1
 
-        failures = {}
-        for divergence in population.divergences:
-            epoch = (divergence.batch - 1) // per_epoch
-            failures[divergence.member] = {
-                "message": f"non-finite {divergence.loss_name} at training batch "
-                f"{divergence.batch} (epoch {epoch})",
-                "loss": divergence.loss_name,
-                "batch": divergence.batch,
-                "epoch": epoch,
-            }
-        steps = (population.optimizer_d.steps + population.optimizer_g.steps).tolist()
-        results = []
-        wall = time.time() - started
-        for k, member in enumerate(members):
-            result = {
-                "status": "diverged" if k in failures else "completed",
-                "failure": failures.get(k),
-                # the population's time, shared by its members
-                "wall_time_s": round(wall / size, 3),
-                "epochs_completed": int(epochs_done[k]),
-                "optimizer_steps": int(steps[k]),
-                "metrics": logs.metrics(k),
-                **member.runtime,
-                "population": {
-                    "size": size,
-                    "wall_time_s": round(wall, 3),
-                    "device": str(device),
-                    **{f"{name}_s": round(value, 3) for name, value in seconds.items()},
-                    "training_batches": int(population.batches),
-                },
-            }
-            write_json_atomic(member.output_dir / "metrics.json", result)
-            member.result = result
-            results.append(result)
-        logs.close([r["status"] for r in results])
+        if refill is None:  # the members end together
+            for k in range(size):
+                failure = divergence_of(k)
+                result_of(k, "diverged" if failure else "completed", failure=failure)
         checkpoint_path.unlink(missing_ok=True)  # every member's results are written
         checksum_path(checkpoint_path).unlink(missing_ok=True)
-        done = size - len(failures)
-        log.info("population done in %.1f s: %d completed, %d diverged", wall, done, len(failures))
+        given = {id(m) for m in members}
+        results = [m.result for m in members] + [m.result for m in ended if id(m) not in given]
+        statuses = [r["status"] for r in results]
+        counts = {status: statuses.count(status) for status in dict.fromkeys(statuses)}
+        log.info("population done in %.1f s: %s", time.time() - started, counts)
         return results
     except BaseException:
         logs.close(["failed"] * size)
@@ -349,9 +455,9 @@ def _scorer(metrics_cfg, datamodule, device):
 
 def _epoch_end(
     population,
-    members,
-    models,
+    slots,
     alive,
+    own,
     epoch,
     max_epochs,
     callbacks,
@@ -359,53 +465,62 @@ def _epoch_end(
     logs: MemberLogs,
     batches_per_epoch,
     elapsed: float,
-):
-    """Sample grids, scores and last.ckpt of the members still alive, as the callbacks would."""
+) -> set[int]:
+    """Sample grids, scores and last.ckpt of the members still alive, as the callbacks would, each
+    at its own epoch ``own[k]``; returns the members scored."""
     step = (epoch + 1) * batches_per_epoch - 1
+
+    def due(every: int) -> list[int]:
+        return [k for k in alive if (own[k] + 1) % every == 0 or own[k] + 1 == max_epochs]
+
     grid_cfg = callbacks.get("sample_grid")
     template = population.model
-    if grid_cfg and (epoch + 1) % grid_cfg.every_n_epochs == 0:
+    drawn = [k for k in alive if grid_cfg and (own[k] + 1) % grid_cfg.every_n_epochs == 0]
+    if drawn:
         # as src/callbacks/sample_grid.py draws them
         n, columns = grid_layout(template, grid_cfg.n_samples)
         z = template.sample_latent(
             n, generator=torch.Generator().manual_seed(grid_cfg.get("seed", 0)), device="cpu"
         )
         images = population.generate(z, requested_labels(template, n)).cpu()
-        for k in alive:
-            folder = members[k].output_dir / "samples"
+        for k in drawn:
+            folder = slots[k].output_dir / "samples"
             folder.mkdir(parents=True, exist_ok=True)
             grid = image_grid(images[k], columns)
-            for name in (f"epoch_{epoch:03d}.png", "last.png"):
+            for name in (f"epoch_{own[k]:03d}.png", "last.png"):
                 with atomic_path(folder / name) as tmp:
                     save_image(grid, tmp, format="png")
-            logs.log_image(k, folder / f"epoch_{epoch:03d}.png", step)
+            logs.log_image(k, folder / f"epoch_{own[k]:03d}.png", step - logs.first_batch[k])
     metrics_cfg = callbacks.get("generative_metrics")
-    due = metrics_cfg and ((epoch + 1) % metrics_cfg.every_n_epochs == 0 or epoch + 1 == max_epochs)
-    if scores is not None and due and alive:
+    scored = due(metrics_cfg.every_n_epochs) if scores is not None and metrics_cfg else []
+    if scored:
         started = time.perf_counter()
         n = metrics_cfg.n_samples
         # the latents a single run scores (src.sampling.generate)
         z = seeded_latents(template, n, metrics_cfg.get("seed", 0))
         requested = requested_labels(template, n)
-        images = population.generate(z, requested)[alive]
+        images = population.generate(z, requested)[scored]
         # the classifier sees every member's samples in one pass; the scores are per member
         features, predicted = scores.features(images.flatten(0, 1))
-        features = features.view(len(alive), n, -1)
-        predicted = predicted.view(len(alive), n)
+        features = features.view(len(scored), n, -1)
+        predicted = predicted.view(len(scored), n)
         member_values = {}
         with torch.random.fork_rng(devices=[]):
-            for position, k in enumerate(alive):
+            for position, k in enumerate(scored):
                 result = scores.score_features(features[position], predicted[position], requested)
                 result["blank_share"] = blank_share(images[position])
                 member_values[k] = loggable_scores(result)
-        seconds = (time.perf_counter() - started) / len(alive)
-        for k in alive:
+        seconds = (time.perf_counter() - started) / len(scored)
+        for k in scored:
             # the population's wall time so far, as a single run's is since its fit started
-            timing = {"metrics_seconds": seconds, "elapsed_seconds": elapsed + seconds * len(alive)}
+            total = elapsed + seconds * len(scored)
+            timing = {"metrics_seconds": seconds, "elapsed_seconds": total}
             logs.log_val(k, {**member_values[k], **timing}, epoch, step)
     if callbacks.get("model_checkpoint"):
         for k in alive:
-            _save_member(population, k, models[k], members[k], epoch, batches_per_epoch)
+            model = population.models[k]
+            _save_member(population, k, model, slots[k], own[k], batches_per_epoch)
+    return set(scored)
 
 
 def _save_population(path: Path, state: dict) -> None:

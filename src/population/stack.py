@@ -74,7 +74,7 @@ class ModelStack:
         self.size = len(models)
         self.device = torch.device(device)
         states = [self._state(m) for m in models]
-        names = list(states[0])
+        names = self.names = list(states[0])
         if any(list(s) != names for s in states):
             raise PaddingError("members differ in their nets' layers (depth or layer types)")
         if any(s[n].dim() != states[0][n].dim() for s in states for n in names):
@@ -114,7 +114,7 @@ class ModelStack:
                 raise ValueError(f"model.{key} is null for some members only: split them")
             self.hparams[key] = torch.tensor([float(v) for v in values], device=self.device)
         if self.padded:
-            self._check_padding(models)
+            self._check_padding(dict(enumerate(models)))
 
     @staticmethod
     def _template(models, states, shapes) -> nn.Module:
@@ -233,6 +233,38 @@ class ModelStack:
                 pairs.append((self.params[name], mine, take))
         return pairs
 
+    def misfit(self, model: nn.Module) -> str | None:
+        """Why ``model`` cannot take a slot of this stack (other layers, a wider tensor, a
+        ``member_hparams`` value null where the others' are not), or None."""
+        state = self._state(model)
+        if list(state) != self.names:
+            return "its nets' layers differ from the population's (depth or layer types)"
+        for name, tensor in state.items():
+            stacked = self.params.get(name, self.buffers.get(name))
+            if tensor.dim() != stacked.dim() - 1 or any(
+                mine > theirs for mine, theirs in zip(tensor.shape, stacked.shape[1:], strict=True)
+            ):
+                return f"its {name} {tuple(tensor.shape)} exceeds the population's"
+        for key in getattr(type(model), "member_hparams", ()):
+            if (getattr(model, key) is None) != (key not in self.hparams):
+                return f"model.{key} is null for some members only"
+        return None
+
+    @torch.no_grad()
+    def read_member(self, k: int, model: nn.Module) -> None:
+        """``model`` (a freshly built member) into slot k: its parameters and buffers zero-padded
+        as the stack pads them, its ``member_hparams``; a PaddingError if it does not fit."""
+        reason = self.misfit(model)
+        if reason:
+            raise PaddingError(reason)
+        for name, mine in self._state(model).items():
+            stacked = self.params.get(name, self.buffers.get(name))
+            stacked[k].fill_(1.0 if name.endswith("running_var") else 0.0)
+            stacked[k][tuple(slice(0, s) for s in mine.shape)] = mine.detach().to(self.device)
+        for key, values in self.hparams.items():
+            values[k] = float(getattr(model, key))
+        self._check_padding({k: model})
+
     def load_state_dict(self, state: dict) -> None:
         """Copy a ``state_dict`` in; a ValueError, before anything is copied, if it is not one of
         a stack of these members (other names or shapes)."""
@@ -250,7 +282,7 @@ class ModelStack:
 
     # ------------------------------------------------------------------ padding check
     @torch.no_grad()
-    def _check_padding(self, models: list[nn.Module]) -> None:
+    def _check_padding(self, models: dict[int, nn.Module]) -> None:
         """Each member through the padded stack computes what its own model computes (eval mode:
         no dropout, no statistics moved): G's samples, and D's output on them."""
 
@@ -267,7 +299,7 @@ class ModelStack:
             fakes = self.call("forward", z, labels)
             d_labels = template.batch_labels((fakes[0], labels))
             scores = first(self.call("discriminate", fakes, d_labels, member_args=(True, False)))
-        for k, member in enumerate(models):
+        for k, member in models.items():
             member = copy.deepcopy(member).to(self.device).eval()
             own_fake = member(z, labels)
             own_score = first(member.discriminate(own_fake, d_labels))

@@ -73,6 +73,7 @@ class Population:
         if reason:
             raise ValueError(reason)
         self.kind = type(models[0]).__name__
+        self.models = list(models)  # the members' own models (a refilled slot: its new one)
         self.size = len(models)
         self.device = torch.device(device)
         self.stack = ModelStack(models, self.device)
@@ -132,6 +133,48 @@ class Population:
         for name in ("batches", "diverged_at", "diverged_loss"):
             getattr(self, name).copy_(state[name])
         self.generator_values = {k: v.to(self.device) for k, v in state["generator_values"].items()}
+
+    # ------------------------------------------------------------------ slots (a search's refill)
+    def misfit(self, k: int, model) -> str | None:
+        """Why ``model`` cannot take slot k (another class or shared setting, other layers, a
+        wider net, an optimizer kind the population holds no state for), or None."""
+        reason = refusal([*self.models[:k], model, *self.models[k + 1 :]])
+        reason = reason or self.stack.misfit(model)
+        if reason:
+            return reason
+        for optimizer, built in zip(
+            (self.optimizer_g, self.optimizer_d), model.configure_optimizers(), strict=True
+        ):
+            kind = MemberOptimizer.from_torch(built).kind
+            if not getattr(optimizer, f"any_{kind}"):
+                return f"its {kind} optimizer: the population holds no {kind} state"
+        return None
+
+    def free(self, k: int) -> None:
+        """Slot k stops training (its member was pruned or finished): frozen as a diverged one."""
+        self.active[k] = False
+
+    @torch.no_grad()
+    def replace_member(self, k: int, model) -> None:
+        """A freshly built member into slot k, as if it had been built with the population: its
+        weights, hyper-parameters, optimizers from step 0 and schedule; the other members' state
+        is left exactly as it is. A ValueError (``misfit``) if it cannot join."""
+        reason = self.misfit(k, model)
+        if reason:
+            raise ValueError(reason)
+        self.stack.read_member(k, model)
+        for optimizer, built in zip(
+            (self.optimizer_g, self.optimizer_d), model.configure_optimizers(), strict=True
+        ):
+            optimizer.replace_member(k, MemberOptimizer.from_torch(built))
+        self.models[k] = model
+        self.d_steps_per_g_step[k] = model.d_steps_per_g_step
+        self.diverged_at[k] = 0
+        self.diverged_loss[k] = 0
+        for value in self.generator_values.values():  # no G step of its own yet
+            value[k] = float("nan") if value.is_floating_point() else 0
+        self.active[k] = True
+        self._captured.clear()  # graphs baked in the old member's learning rates
 
     @property
     def divergences(self) -> list[Divergence]:

@@ -14,7 +14,8 @@ from src.losses import (
     began_k_update,
 )
 from src.models.base import AdversarialModel
-from src.utils.rules import integer, number, positive
+from src.nets.output_bias import start_at_pixel_value
+from src.utils.rules import choice, integer, number, positive
 
 
 class BEGAN(AdversarialModel):
@@ -35,6 +36,7 @@ class BEGAN(AdversarialModel):
         "lr_decay_factor": number(0, 1, low_open=True),
         "lr_decay_patience": integer(1),
         "lr_min": number(0),
+        "output_bias": choice("zero", "data_mean"),
     }
 
     discriminator_role = "autoencoder"
@@ -54,6 +56,7 @@ class BEGAN(AdversarialModel):
         lr_decay_factor: float = 0.5,
         lr_decay_patience: int = 2,
         lr_min: float = 1e-6,
+        output_bias: str = "zero",
         **loop_options,
     ):
         super().__init__(generator, discriminator, optimizer_g, optimizer_d, **loop_options)
@@ -67,6 +70,9 @@ class BEGAN(AdversarialModel):
             raise ValueError(f"model.lr_decay_factor must be in (0, 1], got {lr_decay_factor}")
         if lr_decay_patience < 1:
             raise ValueError(f"model.lr_decay_patience must be >= 1, got {lr_decay_patience}")
+        if output_bias not in ("zero", "data_mean"):
+            raise ValueError(f"model.output_bias must be zero or data_mean, got {output_bias!r}")
+        self.output_bias = output_bias
         self.energy = energy
         self.gamma = float(gamma)
         self.lambda_k = float(lambda_k)
@@ -113,6 +119,17 @@ class BEGAN(AdversarialModel):
             "loss_fake": fake_loss,
             "convergence": began_convergence(real_loss, fake_loss, self.gamma),
         }
+
+    def prepare_fit(self, datamodule) -> None:
+        """``output_bias=data_mean``: G starts drawing the training images' mean pixel value
+        instead of grey (MNIST in [-1, 1]: -0.74), which D reconstructs as well as a digit."""
+        super().prepare_fit(datamodule)
+        if self.output_bias == "data_mean":
+            if not getattr(datamodule, "splits", None):
+                datamodule.setup("fit")
+            images = datamodule.splits["train"][0]
+            mean = float(images.float().mean()) * 2.0 / 255.0 - 1.0  # uint8 -> [-1, 1]
+            start_at_pixel_value(self.generator, mean)
 
     def epoch_end_update(self) -> dict:
         """The epoch's mean M_global; after ``lr_decay_patience`` epochs without a new best, both

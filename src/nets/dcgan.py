@@ -74,6 +74,8 @@ class DCGANGenerator(nn.Module):
     With ``num_classes`` > 0 it is G(z|y): the one-hot label is concatenated to z.
     """
 
+    output_tanh = True  # the image is tanh of the last layer (src/nets/output_bias.py)
+
     def __init__(self, latent_dim: int, image_shape, width: int = 64, num_classes: int = 0):
         super().__init__()
         channels, size, _ = image_shape

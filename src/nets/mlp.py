@@ -74,6 +74,8 @@ class MLPGenerator(nn.Module):
     2014).
     """
 
+    output_tanh = True  # the image is tanh of the last layer (src/nets/output_bias.py)
+
     def __init__(
         self,
         latent_dim: int,

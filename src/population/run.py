@@ -402,7 +402,7 @@ def train_population(members: list[Member], refill: Refill | None = None) -> lis
                         refill.ended(slots[k], result_of(k, "completed"))
                     elif k in scored and refill.report(slots[k], own[k], logs.metrics(k)):
                         steps = population.optimizer_d.steps[k] + population.optimizer_g.steps[k]
-                        pruned = {"epoch": own[k], "optimizer_steps": int(steps)}
+                        pruned = {"after_epochs": own[k] + 1, "optimizer_steps": int(steps)}
                         refill.ended(slots[k], result_of(k, "pruned", pruned=pruned))
                     else:
                         continue
@@ -586,7 +586,9 @@ def _record(members: list[Member], status: str, message: str) -> list[dict]:
     return results
 
 
-def train_population_or_record_failure(members: list[Member], threads: int | None = None) -> list:
+def train_population_or_record_failure(
+    members: list[Member], threads: int | None = None, refill: Refill | None = None
+) -> list:
     """``train_population``, but a crash is recorded as status failed for every member (and the
     sweep goes on), Ctrl-C or SIGTERM as ``interrupted`` (then re-raised: the sweep stops, as a
     single run's does); also the entry point of the launcher's worker processes."""
@@ -594,7 +596,7 @@ def train_population_or_record_failure(members: list[Member], threads: int | Non
         torch.set_num_threads(threads)
     try:
         with sigterm_as_interrupt():
-            return train_population(members)
+            return train_population(members, refill)
     except KeyboardInterrupt as err:
         log.warning("population interrupted (%s); a relaunch resumes it", err or "Ctrl-C")
         _record(members, "interrupted", f"KeyboardInterrupt: {err}")

@@ -442,3 +442,29 @@ def test_spectral_norm_classifier_has_unit_top_singular_values_and_no_batch_norm
         assert top.item() == pytest.approx(1.0, abs=1e-3)
     cfg = make_cfg("model=gan", "arch=dcgan", "arch.classifier_norm=spectral")
     assert train(cfg)["status"] == "completed"
+
+
+@pytest.mark.parametrize("arch", ["mlp", "began"])
+def test_began_output_bias_data_mean_starts_g_at_the_training_images_mean(make_cfg, arch):
+    """model.output_bias=data_mean: G's last bias is the data mean (atanh of it behind a tanh), so
+    an untrained G draws that pixel value where the zero bias draws 0 (grey)."""
+    import math
+    from types import SimpleNamespace
+
+    images = torch.zeros(10, 1, 28, 28, dtype=torch.uint8)
+    images[:, :, 10:18, 12:16] = 255  # 32 of 784 pixels white: mean -1 + 2 * 32 / 784
+    mean = -1 + 2 * 32 / 784
+    data = SimpleNamespace(splits={"train": (images, torch.zeros(10, dtype=torch.long))})
+    cfg = make_cfg("model=began", f"arch={arch}", "model.output_bias=data_mean")
+    model = instantiate(cfg.model)
+    model.prepare_fit(data)
+    last = [m for m in model.generator.modules() if getattr(m, "bias", None) is not None][-1]
+    squashed = arch == "mlp"  # the MLP generator ends in tanh, BEGAN's decoder in a linear conv
+    expected = math.atanh(mean) if squashed else mean
+    assert torch.allclose(last.bias, torch.full_like(last.bias, expected))
+    with torch.no_grad():
+        torch.nn.init.zeros_(last.weight)  # the bias alone: G draws the data mean everywhere
+        z = model.sample_latent(4, generator=torch.Generator().manual_seed(0), device="cpu")
+        assert torch.allclose(model.generator(z), torch.full((4, 1, 28, 28), mean), atol=1e-5)
+    with pytest.raises(Exception, match="output_bias must be zero or data_mean"):
+        instantiate(make_cfg("model=began", "model.output_bias=median").model)

@@ -21,6 +21,7 @@ class rather than hydra-optuna-sweeper's, whose loop asks a batch and waits for 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -117,7 +118,11 @@ class PopulationOptunaSearch(OptunaSweeperImpl):
             )
         return distributions, fixed
 
-    def _study(self) -> optuna.Study:
+    def _study(self, distributions: dict) -> optuna.Study:
+        if isinstance(self.sampler, functools.partial):  # the grid sampler: every combination
+            grid = {name: self._to_grid_sampler_choices(d) for name, d in distributions.items()}
+            self.sampler = self.sampler(grid)
+            self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
         folder = sqlite_folder(self.storage)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -186,20 +191,24 @@ class PopulationOptunaSearch(OptunaSweeperImpl):
         trial.set_user_attr("epochs", int(result.get("epochs_completed") or 0))
         metric = self._objective()
         value = (result.get("metrics") or {}).get(metric) if metric else None
-        if status == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
-        elif status == "completed" and value is not None and math.isfinite(float(value)):
-            study.tell(trial, float(value))
-        else:
-            if status == "completed":
-                log.warning("trial %d completed without a finite %s", trial.number, metric)
-            study.tell(trial, state=TrialState.FAIL)
+        try:
+            if status == "pruned":
+                study.tell(trial, state=TrialState.PRUNED)
+            elif status == "completed" and value is not None and math.isfinite(float(value)):
+                study.tell(trial, float(value))
+            else:
+                if status == "completed":
+                    log.warning("trial %d completed without a finite %s", trial.number, metric)
+                study.tell(trial, state=TrialState.FAIL)
+        except RuntimeError as err:  # the grid sampler, its grid done, calls study.stop()
+            if "Study.stop" not in str(err):
+                raise
         log.info("trial %d: %s %s=%s", trial.number, status, metric, value)
 
     # ------------------------------------------------------------------ the loop
     def sweep(self, arguments: list[str]) -> None:
         space = self._space(arguments)
-        study = self._study()
+        study = self._study(space[0])
         self._recover(study)
         pruning = self.pruner is not None and not isinstance(self.pruner, optuna.pruners.NopPruner)
         if pruning and isinstance(self.launcher, PopulationLauncher):
@@ -257,7 +266,8 @@ class PopulationOptunaSearch(OptunaSweeperImpl):
             )
             for i, job in zip(group, returns, strict=True):
                 trial, result = trials[i], None
-                folder = Path(job.working_dir) if job.working_dir else None
+                runtime = OmegaConf.select(job.hydra_cfg or {}, "hydra.runtime") or {}
+                folder = Path(runtime["output_dir"]) if runtime.get("output_dir") else None
                 if folder is not None:
                     trial.set_user_attr("output_dir", str(folder))
                     if (folder / "metrics.json").is_file():

@@ -36,9 +36,15 @@ class PopulationOptunaSweeperConf(OptunaSweeperConf):
     max_member_epochs: Any = None
 
 
-ConfigStore.instance().store(
-    group="hydra/sweeper", name="optuna", node=PopulationOptunaSweeperConf, provider="ebgan_lab"
-)
+def store_config() -> None:
+    """Ours as ``hydra/sweeper=optuna`` (src/utils/project.py calls it again after Hydra's plugin
+    scan, which may have stored hydra-optuna-sweeper's after this module's)."""
+    ConfigStore.instance().store(
+        group="hydra/sweeper", name="optuna", node=PopulationOptunaSweeperConf, provider="ebgan_lab"
+    )
+
+
+store_config()
 
 
 class PopulationOptunaSweeper(Sweeper):

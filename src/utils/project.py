@@ -28,6 +28,19 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("folder_name", folder_name)
     if not OmegaConf.has_resolver("sum"):  # channels of pix2pix's D: input + output
         OmegaConf.register_new_resolver("sum", lambda *values: sum(int(v) for v in values))
+    use_project_sweeper()
+
+
+def use_project_sweeper() -> None:
+    """``hydra/sweeper=optuna`` as this project's sweeper (hydra_plugins/ebgan_lab_population/
+    optuna_sweeper.py) whatever order Hydra scans plugins in: its scan re-runs every plugin module,
+    so hydra-optuna-sweeper's own config may be stored after ours. Scanned once here, then ours."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    from hydra_plugins.ebgan_lab_population.optuna_sweeper import store_config
+
+    store_config()
 
 
 def hydra_runtime() -> dict:

@@ -107,6 +107,16 @@ def compute_curve(study) -> list[tuple[int, float]]:
 
 
 def wall_clock(study) -> float:
+    """First start to last end; NaN for trials recorded without their times (``add_trial``)."""
+    timed = [
+        t
+        for t in study.trials
+        if t.datetime_start
+        and t.datetime_complete
+        and (t.datetime_complete - t.datetime_start).total_seconds() > 0.01
+    ]
+    if not timed:
+        return math.nan
     starts = [t.datetime_start for t in study.trials if t.datetime_start]
     ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
     return (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan
@@ -345,6 +355,8 @@ def _f(value, digits: int = 1) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
         return "inf" if math.isinf(value) else f"{value:.{digits}f}"
     return str(value)
 

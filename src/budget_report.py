@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 
-from src.utils.files import save_figure, write_json_atomic, write_text_atomic
+from hydra_plugins.ebgan_lab_population._optuna_search import counted
+from src.utils.files import headless_pyplot, save_figure, write_json_atomic, write_text_atomic
+from src.utils.project import provenance
 
 MODELS = ("gan", "lsgan", "wgan", "wgan_gp", "began", "ebgan", "ebgan_pt")
 NAMES = {
@@ -48,13 +46,11 @@ def load(db: Path):
 
 def fids(study) -> list[float]:
     """Each counted trial's FID in trial order: inf for a failed one, none for pruned ones."""
-    values = []
-    for trial in study.trials:
-        if trial.state.name == "COMPLETE":
-            values.append(float(trial.value))
-        elif trial.state.name == "FAIL" and not trial.user_attrs.get("interrupted"):
-            values.append(math.inf)
-    return values
+    return [
+        float(t.value) if t.state.name == "COMPLETE" else math.inf
+        for t in study.trials
+        if counted(t) and t.state.name != "PRUNED"
+    ]
 
 
 def bootstrap_min(values: list[float], budgets, resamples: int = 5000, seed: int = 0) -> dict:
@@ -97,7 +93,7 @@ def compute_curve(study) -> list[tuple[int, float]]:
     ended.sort(key=lambda t: t.datetime_complete)
     spent, best, curve = 0, math.inf, []
     for trial in ended:
-        if trial.user_attrs.get("interrupted"):
+        if not counted(trial):  # interrupted: asked again as another trial
             continue
         spent += int(trial.user_attrs.get("epochs", 0))
         if trial.state.name == "COMPLETE":
@@ -122,27 +118,15 @@ def wall_clock(study) -> float:
     return (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _provenance() -> str:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU"
-    return f"{time.strftime('%Y-%m-%d')}, commit {commit or '?'}, {machine}"
-
-
 def write_report(search: Path, out: Path, threshold: float = 50.0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
-    summary: dict = {"provenance": _provenance(), "fid_threshold": threshold, "models": {}}
+    plt = headless_pyplot()
+    measured = provenance()
+    summary: dict = {
+        "provenance": f"{measured['date']}, commit {measured['commit']}, {measured['machine']}",
+        "fid_threshold": threshold,
+        "models": {},
+    }
     random = {
         m: fids(load(search / f"{m}_random" / "study.db"))
         for m in MODELS

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from src.config.registry import display_name, model_classes
-from src.utils.files import atomic_path, save_figure, write_text_atomic
+from src.utils.files import atomic_path, headless_pyplot, save_figure, write_text_atomic
 
 # quality (precision, density) and diversity (recall, coverage): src/metrics/manifold.py
 MANIFOLD_SCORES = ("precision", "recall", "density", "coverage")
@@ -174,17 +174,8 @@ def headline(rows: list[dict], is_threshold: float) -> list[dict]:
     return out
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _histograms(rows, key, path, title, lower_is_better=False):
-    plt = _pyplot()
+    plt = headless_pyplot()
 
     models = [m for m in model_names() if _scored(rows, m, key)]
     panels = [
@@ -253,7 +244,7 @@ def seed_spread(rows: list[dict]) -> list[dict]:
 
 def _heatmaps(rows, path):
     """The paper's other figure: best and median IS over (nLayerG x nLayerD) and (sizeG x sizeD)."""
-    plt = _pyplot()
+    plt = headless_pyplot()
 
     models = [m for m in model_names() if _scored(rows, m)]
     axes_pairs = (("nLayerG", "nLayerD"), ("sizeG", "sizeD"))
@@ -303,7 +294,7 @@ def _heatmaps(rows, path):
 
 def _precision_recall(rows, path):
     """Precision vs recall (and density vs coverage), a point per completed run, by model."""
-    plt = _pyplot()
+    plt = headless_pyplot()
 
     models = [m for m in model_names() if _scored(rows, m, "precision")]
     if not models:
@@ -327,7 +318,7 @@ def _precision_recall(rows, path):
 
 
 def _gan_optimizers(rows, path):
-    plt = _pyplot()
+    plt = headless_pyplot()
 
     gan = _scored(rows, "GAN")
     if not gan:
@@ -351,7 +342,7 @@ def _gan_optimizers(rows, path):
 def _best_samples(rows, path):
     import matplotlib.image as mpimg
 
-    plt = _pyplot()
+    plt = headless_pyplot()
 
     best = []
     for model in model_names():

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.utils.files import write_json_atomic, write_text_atomic  # noqa: E402
+from src.utils.project import provenance  # noqa: E402
 
 WAYS = {
     "single": ["hydra/launcher=local_parallel", "torch_threads=1"],
@@ -75,10 +74,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--runs", type=Path, default=Path("outputs") / "population_vs_single")
     parser.add_argument("--set", nargs="*", default=[], help="overrides passed to every launch")
     args = parser.parse_args(argv)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    measured = provenance()
     summary_path = args.out / "summary.json"
     # Grids measured earlier (each with its own date and commit) are kept, so they can run apart.
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"grids": {}}
@@ -89,7 +85,7 @@ def main(argv=None) -> dict:
             row[way] = {"wall_s": round(launch(grid, way, folder, args.set), 1)}
             row[way].update(scores(folder))
         row["speedup"] = round(row["single"]["wall_s"] / row["population"]["wall_s"], 2)
-        row.update(date=time.strftime("%Y-%m-%d"), commit=commit, machine=machine)
+        row.update(measured)
         summary["grids"][grid] = row
         print(grid, json.dumps(row))
         write(summary, args.out)

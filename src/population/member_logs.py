@@ -29,6 +29,7 @@ class MemberLogs:
         # batch count when it did; its own epochs and steps count from there
         self.first_epoch = [0] * self.size
         self.first_batch = [0] * self.size
+        self._offsets = {0}  # the distinct first_batch values (checked every batch)
         # metrics.json: the last logged train values and the last epoch's val values
         self.train: list[dict] = [{} for _ in members]
         self.val: list[dict] = [{} for _ in members]
@@ -47,6 +48,7 @@ class MemberLogs:
         self.loggers[k] = self._loggers(member, model)
         self.train[k], self.val[k] = {}, {}
         self.first_epoch[k], self.first_batch[k] = epoch, batches
+        self._offsets = set(self.first_batch)
 
     def is_log_step(self, batches_seen: int) -> bool:
         """Where a single run logs (src/models/base.py ``_is_log_step``): every n-th batch."""
@@ -54,10 +56,7 @@ class MemberLogs:
 
     def wants_snapshot(self, batches_seen: int) -> bool:
         """Whether some member logs at the population's batch ``batches_seen`` (its own count)."""
-        return any(
-            self.is_log_step(batches_seen - first)
-            for first in dict.fromkeys(self.first_batch)  # one check per distinct offset
-        )
+        return any(self.is_log_step(batches_seen - first) for first in self._offsets)
 
     def snapshot(self, batches_seen: int, values: dict) -> None:
         """The batch's values (D's, and G's of the last batch with a G step), kept on the device."""

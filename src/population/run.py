@@ -216,7 +216,8 @@ def train_population(members: list[Member], refill: Refill | None = None) -> lis
     with torch.random.fork_rng(devices=[]):  # building the classifier draws initial weights
         scores = _scorer(callbacks.get("generative_metrics"), datamodule, device)
     logs = MemberLogs(members, models, population, first.trainer.get("log_every_n_steps", 50))
-    # slot k's member now (None: freed, no member to take it) and when it joined
+    # slot k's member now (None: freed, no member to take it); when it joined: logs.first_epoch /
+    # first_batch, and joined_at (wall clock)
     slots: list[Member | None] = list(members)
     ended: list[Member] = []
     try:  # a crash or an interrupt still closes every member's loggers (W&B: as failed)
@@ -253,12 +254,12 @@ def train_population(members: list[Member], refill: Refill | None = None) -> lis
             started = time.time() - saved["elapsed"]
             first_epoch = saved["epoch"] + 1
             log.info("population resumed after epoch %d from %s", saved["epoch"], checkpoint_path)
-        joined = [{"epoch": 0, "batch": 0, "time": started} for _ in members]
+        joined_at = [started] * size
 
         def result_of(k: int, status: str, **extra) -> dict:
             """Slot k's member's metrics.json, written (its loggers closed)."""
             member = slots[k]
-            wall = time.time() - joined[k]["time"]
+            wall = time.time() - joined_at[k]
             steps = population.optimizer_d.steps[k] + population.optimizer_g.steps[k]
             result = {
                 "status": status,
@@ -275,7 +276,7 @@ def train_population(members: list[Member], refill: Refill | None = None) -> lis
                     "wall_time_s": round(wall, 3),
                     "device": str(device),
                     **{f"{name}_s": round(value, 3) for name, value in seconds.items()},
-                    "training_batches": int(population.batches) - joined[k]["batch"],
+                    "training_batches": int(population.batches) - logs.first_batch[k],
                 },
             }
             write_json_atomic(member.output_dir / "metrics.json", result)
@@ -288,7 +289,7 @@ def train_population(members: list[Member], refill: Refill | None = None) -> lis
             at = int(population.diverged_at[k])
             if not at:
                 return None
-            batch = at - joined[k]["batch"]  # the member's own training batch
+            batch = at - logs.first_batch[k]  # the member's own training batch
             epoch = (batch - 1) // per_epoch
             loss = LOSS_NAMES[int(population.diverged_loss[k])]
             return {
@@ -319,7 +320,7 @@ def train_population(members: list[Member], refill: Refill | None = None) -> lis
                 batches = epoch * per_epoch
                 logs.replace(k, member, model, epoch, batches)
                 slots[k] = member
-                joined[k] = {"epoch": epoch, "batch": batches, "time": time.time()}
+                joined_at[k] = time.time()
                 epochs_done[k] = 0
                 log.info("slot %d: %s joins at epoch %d", k, member.output_dir.name, epoch)
                 return
@@ -347,7 +348,7 @@ def train_population(members: list[Member], refill: Refill | None = None) -> lis
             epochs_done[alive] += 1
             step = (epoch + 1) * per_epoch - 1  # where a single run logs its epoch's val values
             # each member's own epoch: a member that joined later counts from where it joined
-            own = {k: epoch - joined[k]["epoch"] for k in range(size)}
+            own = {k: epoch - logs.first_epoch[k] for k in range(size)}
             if val_batches is not None and alive:
                 due = [k for k in alive if (own[k] + 1) % val_batches[1] == 0]
                 if due:

@@ -192,6 +192,16 @@ def unwritable_reason(path: str | os.PathLike, folder: bool = False) -> str | No
     return None
 
 
+def headless_pyplot():
+    """matplotlib.pyplot drawing to files only (the Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(figure, path: str | os.PathLike, dpi: int) -> None:
     """A matplotlib figure, written atomically (its format from the file name)."""
     with atomic_path(path) as tmp:

@@ -21,6 +21,23 @@ def folder_name(text: str, limit: int = 120) -> str:
     return f"{text[: limit - 17]}-{hashlib.sha1(text.encode()).hexdigest()[:16]}"
 
 
+def provenance() -> dict:
+    """Where a measurement was made: date, the checkout's short commit, the machine."""
+    import platform
+    import subprocess
+    import time
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        check=False,
+    ).stdout.strip()
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return {"date": time.strftime("%Y-%m-%d"), "commit": commit or "?", "machine": machine}
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("cwd"):  # where the command runs: runs and data go there
         OmegaConf.register_new_resolver("cwd", os.getcwd)

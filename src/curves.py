@@ -89,9 +89,9 @@ def run_label(run: Path) -> str:
 
 
 def plot(curves: dict[str, dict], x: str, y: str, out: Path, log_y: bool = False) -> None:
-    from src.report import _pyplot
+    from src.utils.files import headless_pyplot
 
-    plt = _pyplot()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, (label, curve) in enumerate(curves.items()):
         # 20 distinct colours, then dashed: no two runs share a look

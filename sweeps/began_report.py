@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.curves import read_curve, spearman  # noqa: E402
-from src.report import _pyplot  # noqa: E402
+from src.utils.files import headless_pyplot  # noqa: E402
 
 M_GLOBAL = "train/convergence_epoch"
 FINAL_KEYS = (
@@ -130,7 +130,7 @@ def figures(summary: dict, out: Path) -> None:
     gammas = sorted(summary)
     if not gammas:
         return
-    plt = _pyplot()
+    plt = headless_pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
     for ax, key, title in zip(
         axes,

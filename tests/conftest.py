@@ -107,3 +107,22 @@ def make_cfg(tmp_path, data_dir):
         return compose_train(overrides, tmp_path, data_dir, tiny=tiny, keep_metrics=keep_metrics)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def mnist_test_split(data_dir):
+    """The first 300 MNIST test digits (uint8 [300, 28, 28]) and their labels."""
+    from src.data import load_split
+
+    images, labels = load_split("mnist", data_dir, "test", allow_download=False)
+    return images[:300], labels[:300]
+
+
+@pytest.fixture(scope="session")
+def mnist_test_digits(mnist_test_split):
+    return mnist_test_split[0]
+
+
+@pytest.fixture(scope="session")
+def mnist_test_labels(mnist_test_split):
+    return mnist_test_split[1]

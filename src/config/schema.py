@@ -24,7 +24,9 @@ from src.data.idx import DATASETS
 from src.data.image_folder import IN_MEMORY
 from src.data.translation import TASKS
 from src.losses import ENERGY_NORMS
+from src.metrics.morphometry import CONTROLLABLE
 from src.nets.translation import NORMS
+from src.sampling.control import DIRECTION_FITS, METHODS
 from src.utils.errors import ConfigError
 from src.utils.rules import SEED, Rule, boolean, choice, integer, number, positive
 
@@ -151,6 +153,21 @@ def schema() -> dict[str, Rule]:
         "use_ema": boolean(),
         "baseline": choice("identity", nullable=True),
         "direction": choice("a2b", "b2a"),
+        # conf/control.yaml
+        "attribute": choice(*CONTROLLABLE, "all"),
+        "method": choice(*METHODS, "all"),
+        "delta": number(nullable=True),
+        "keep_class": boolean(),
+        "rows": integer(1),
+        "columns": integer(2),
+        "measure_samples": integer(2),
+        "gradient.iterations": integer(1),
+        "gradient.lr": positive(),
+        "gradient.prior_weight": number(0),
+        "gradient.class_weight": number(0),
+        "latent_direction.fit": choice(*DIRECTION_FITS),
+        "latent_direction.samples": integer(10),
+        "default_delta.*": number(),
     }
 
 

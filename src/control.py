@@ -101,7 +101,9 @@ def control(cfg: DictConfig) -> dict:
                 delta,
                 method,
             )
-            stem = f"{attribute}_{method}"
+            stem = f"{attribute}_{method}" + (
+                "_no_class" if method == "gradient" and not cfg.keep_class else ""
+            )
             result["grid"] = str(
                 save_grid(result.pop("grid_images"), out_dir / f"{stem}.png", cfg.columns)
             )
@@ -182,9 +184,17 @@ def summary_line(result: dict) -> str:
     return (
         f"{result['attribute']} {result['method']}: asked {result['asked']:+g}, achieved "
         f"{result['achieved_mean']:+.3f} ({100 * share:.0f} %), class flips "
-        f"{100 * result['class_flip_rate']:.1f} %, drift {result['mean_drift']:.3f}, FID "
+        f"{flips(result)}, drift {result['mean_drift']:.3f}, FID "
         f"{result['fid_before']:.2f} -> {result['fid_after']:.2f}"
     )
+
+
+def flips(result: dict) -> str:
+    """The class-flip rate, with the share misread before the edit when there is one (a cGAN)."""
+    text = f"{100 * result['class_flip_rate']:.1f} %"
+    if result.get("misread_before_rate"):
+        text += f" ({100 * result['misread_before_rate']:.1f} % before)"
+    return text
 
 
 def entanglement_markdown(rows: list[dict], context: dict, cfg) -> str:
@@ -207,7 +217,7 @@ def entanglement_markdown(rows: list[dict], context: dict, cfg) -> str:
         lines.append(
             f"| {r['attribute']} | {method} | {r['asked']:+g} | {r['achieved_mean']:+.3f} | "
             f"{100 * r['achieved_share']:.0f} % | {100 * r['share_reaching_80pc']:.0f} % | "
-            f"{100 * r['class_flip_rate']:.1f} % | {r['mean_drift']:.3f} | {largest} "
+            f"{flips(r)} | {r['mean_drift']:.3f} | {largest} "
             f"{r['drift'][largest]:.3f} | {r['fid_before']:.2f} -> {r['fid_after']:.2f} | "
             f"{r['precision_before']:.3f} -> {r['precision_after']:.3f} |"
         )

@@ -144,7 +144,7 @@ def test_measure_edit_counts_achieved_change_flips_and_drift_by_hand():
     assert result["achieved_mean"] == pytest.approx(1.0, abs=0.1)
     assert result["achieved_share"] == pytest.approx(0.5, abs=0.05)
     assert result["share_reaching_80pc"] == 0.0
-    assert result["class_flip_rate"] == 1.0
+    assert result["class_flip_rate"] == 1.0 and result["misread_before_rate"] == 0.0
     # a thicker stroke of the same height: height and slant do not move, width does
     assert result["drift"]["slant"] < 0.01 and result["drift"]["height"] < 0.2
     assert result["drift"]["width"] > 0.5  # width = stroke + bounding box: entangled by definition

@@ -29,14 +29,17 @@ def measure_edit(
     """What an edit did, measured by morphometry on the images before and after.
 
     ``achieved_share``: mean achieved change / asked change; ``class_flip_rate``: share of samples
-    the classifier no longer reads as their start class; ``drift``: per other attribute, the mean
-    |change| in units of its spread on real digits (0 = untouched); ``scores``: a GenerativeScores
-    for FID / precision against real digits, before and after.
+    the classifier does not read as their start class after the edit (``misread_before_rate``:
+    before it; zero unless the start class is a conditional G's label); ``drift``: per other
+    attribute, the mean |change| in units of its spread on real digits (0 = untouched);
+    ``scores``: a GenerativeScores for FID / precision against real digits, before and after.
     """
     measured_before, measured_after = measure(before), measure(after)
     change = {name: measured_after[name] - measured_before[name] for name in CONTROLLABLE}
     achieved = change[attribute]
     flips = predicted_classes(classifier, after) != start_class.cpu()
+    # a cGAN's label is its start class: some samples are misread before any edit
+    misread = predicted_classes(classifier, before) != start_class.cpu()
     result = {
         "attribute": attribute,
         "asked": delta,
@@ -47,6 +50,7 @@ def measure_edit(
         "achieved_share": None,
         "share_reaching_80pc": round(float(np.nanmean(achieved / delta >= 0.8)), 4),
         "class_flip_rate": round(float(flips.float().mean()), 4),
+        "misread_before_rate": round(float(misread.float().mean()), 4),
         "blank_after": int((~np.isfinite(measured_after["thickness"])).sum()),
         "start_mean": _mean(measured_before[attribute]),
         "drift": {

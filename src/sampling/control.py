@@ -75,7 +75,7 @@ def frozen(*modules):
                 parameter.requires_grad_(grad)
 
 
-def start_classes(model, classifier, images: torch.Tensor, labels: torch.Tensor | None):
+def start_classes(classifier, images: torch.Tensor, labels: torch.Tensor | None):
     """The class each sample starts as: a conditional G's label, else the classifier's reading."""
     if labels is not None:
         return labels.clone()
@@ -135,7 +135,7 @@ def gradient_edit(
             with torch.no_grad():
                 images = model(chunk, chunk_labels)
                 origin = regressor(images)[:, index]
-                keep = start_classes(model, classifier, images, chunk_labels).to(device)
+                keep = start_classes(classifier, images, chunk_labels).to(device)
             readings.append(origin.cpu())
             current = chunk.clone()
             for column in range(1, columns):

@@ -164,12 +164,23 @@ def edit_and_measure(
     images = render(model, path.flatten(0, 1), flat_labels).unflatten(0, (columns, n))
     before, after = images[0], images[-1]
     start_class = labels if labels is not None else predicted_classes(classifier, before)
-    result = measure_edit(before, after, attribute, delta, start_class, classifier, spread, scores)
+    measured = [measure(column) for column in images]  # each column once: ends and the path
+    result = measure_edit(
+        before,
+        after,
+        attribute,
+        delta,
+        start_class,
+        classifier,
+        spread,
+        scores,
+        measured=(measured[0], measured[-1]),
+    )
     result.update(
         method=method,
         settings=settings,
         asked_per_column=[round(delta * c / (columns - 1), 4) for c in range(columns)],
-        achieved_per_column=per_column_change(images, attribute),
+        achieved_per_column=per_column_change(measured, attribute),
         typicality_before=round(float(typicality(path[0], model).mean()), 4),
         typicality_after=round(float(typicality(path[-1], model).mean()), 4),
         measure_samples=n,

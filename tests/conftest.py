@@ -67,6 +67,26 @@ def compose_script(name: str, *overrides: str, data_dir: str):
     return cfg
 
 
+def run_script(script: str, tmp_path, data_dir: str, *overrides: str):
+    """``python src/<script> <overrides>`` in a subprocess reading data_dir; Hydra's own folder in
+    tmp_path. The completed process (return code, stdout, stderr)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "src" / script),
+            *overrides,
+            f"hydra.run.dir={tmp_path / ('hydra_' + script)}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "DATA_DIR": data_dir},
+    )
+
+
 # A few batches on the CPU, no logger (conf/debug/fast.yaml, as users run it); a test's own
 # overrides apply after it.
 FAST = ["debug=fast", "print_config=false"]

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,8 +22,7 @@ from src.sampling.control import (
     project,
     typicality,
 )
-from src.utils import PROJECT_ROOT
-from tests.conftest import compose_script
+from tests.conftest import compose_script, run_script
 
 
 class StrokeGenerator(torch.nn.Module):
@@ -179,36 +175,25 @@ def test_class_keeping_term_holds_the_start_class():
     model = StrokeGenerator()
     regressor = load_attribute_regressor("mnist")
     z = torch.zeros(8, 6)  # 3 px strokes, 48 px of ink: the stand-in reads "1" up to 60 px
-    kept, _ = gradient_edit(
-        model,
-        regressor,
-        InkClassifier(),
-        z,
-        None,
-        "thickness",
-        2.0,
-        columns=2,
-        iterations=40,
-        lr=0.05,
-        class_weight=20.0,
-        keep_class=True,
-    )
-    free, _ = gradient_edit(
-        model,
-        regressor,
-        InkClassifier(),
-        z,
-        None,
-        "thickness",
-        2.0,
-        columns=2,
-        iterations=40,
-        lr=0.05,
-        keep_class=False,
-    )
-    with torch.no_grad():
-        ink_kept = ((model(kept[-1]) + 1) / 2).flatten(1).sum(1)
-        ink_free = ((model(free[-1]) + 1) / 2).flatten(1).sum(1)
+    ink = {}
+    for keep_class in (True, False):  # class weight 20 (unused without the term)
+        path, _ = gradient_edit(
+            model,
+            regressor,
+            InkClassifier(),
+            z,
+            None,
+            "thickness",
+            2.0,
+            columns=2,
+            iterations=40,
+            lr=0.05,
+            class_weight=20.0,
+            keep_class=keep_class,
+        )
+        with torch.no_grad():
+            ink[keep_class] = ((model(path[-1]) + 1) / 2).flatten(1).sum(1)
+    ink_kept, ink_free = ink[True], ink[False]
     assert (ink_free > 60).all() and (ink_kept < ink_free).all()
 
 
@@ -246,30 +231,13 @@ def test_bad_names_are_one_line_errors_listing_the_choices(override, message, da
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def _cli(script, tmp_path, data_dir, *overrides):
-    env = {**os.environ, "DATA_DIR": data_dir, "WANDB_MODE": "disabled"}
-    return subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "src" / script),
-            *overrides,
-            f"hydra.run.dir={tmp_path / 'cli'}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-    )
-
-
 @pytest.mark.slow
 def test_control_cli_writes_grids_measurements_and_the_table(make_cfg, tmp_path, data_dir):
     from src.runs.training import train
 
     train(make_cfg("model=cgan"))
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    done = _cli(
+    done = run_script(
         "control.py",
         tmp_path,
         data_dir,
@@ -301,7 +269,7 @@ def test_control_cli_writes_grids_measurements_and_the_table(make_cfg, tmp_path,
     table = (out / "entanglement.md").read_text()
     assert "| thickness | gradient + class |" in table and "| thickness | direction |" in table
 
-    refused = _cli("control.py", tmp_path, data_dir, f"ckpt_path={ckpt}", "method=pca")
+    refused = run_script("control.py", tmp_path, data_dir, f"ckpt_path={ckpt}", "method=pca")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].startswith("error: method='pca': must be one of")
 

@@ -2,9 +2,6 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ from src.data import load_split
 from src.metrics.classifier import load_classifier
 from src.runs.training import train
 from src.sampling.interpolation import interpolation_latents, lerp, slerp, walk
-from src.utils import PROJECT_ROOT
+from tests.conftest import run_script
 
 
 def test_lerp_and_slerp_by_hand():
@@ -84,21 +81,6 @@ def test_interpolation_rows_start_and_end_on_two_random_latents(twins):
     assert not torch.allclose(z[:, 1], again[:, 1])  # the paths differ in between
 
 
-def _cli(script, tmp_path, data_dir, *args):
-    return subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "src" / script),
-            *args,
-            f"hydra.run.dir={tmp_path / ('hydra_' + script)}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "DATA_DIR": data_dir},
-    )
-
-
 @pytest.mark.slow
 def test_cgan_run_logs_class_match_and_the_clis_draw_classes_and_walks(
     make_cfg, tmp_path, data_dir
@@ -116,7 +98,7 @@ def test_cgan_run_logs_class_match_and_the_clis_draw_classes_and_walks(
     assert all(f"val/class_match_{c}" in metrics for c in range(10))
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
 
-    done = _cli(
+    done = run_script(
         "sample.py",
         tmp_path,
         data_dir,
@@ -128,7 +110,7 @@ def test_cgan_run_logs_class_match_and_the_clis_draw_classes_and_walks(
     assert done.returncode == 0, done.stderr[-2000:]
     drawn = np.load(tmp_path / "s.npz")
     assert drawn["images"].shape == (12, 1, 28, 28) and drawn["labels"].tolist() == [7] * 12
-    refused = _cli(
+    refused = run_script(
         "sample.py",
         tmp_path,
         data_dir,
@@ -139,7 +121,7 @@ def test_cgan_run_logs_class_match_and_the_clis_draw_classes_and_walks(
     )
     assert refused.returncode == 2 and "class=10: must be an integer in 0..9" in refused.stderr
 
-    done = _cli(
+    done = run_script(
         "interpolate.py",
         tmp_path,
         data_dir,
@@ -165,7 +147,7 @@ def test_unconditional_checkpoint_refuses_a_class_and_names_missing_classes(
 ):
     train(make_cfg("model=ebgan"))
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    refused = _cli(
+    refused = run_script(
         "sample.py",
         tmp_path,
         data_dir,
@@ -178,7 +160,7 @@ def test_unconditional_checkpoint_refuses_a_class_and_names_missing_classes(
         refused.returncode == 2 and "is not class-conditional; train model=cgan" in refused.stderr
     )
     # 5 samples cannot hold 10 of each class: the walk is refused with the per-class counts
-    walked = _cli(
+    walked = run_script(
         "interpolate.py",
         tmp_path,
         data_dir,

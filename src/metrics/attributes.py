@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.metrics.classifier import WEIGHTS_DIR, ClassifierError, sha256_of
-from src.metrics.morphometry import CONTROLLABLE, measure
+from src.metrics.classifier import WEIGHTS_DIR, ClassifierError, conv_stage, sha256_of
+from src.metrics.morphometry import CONTROLLABLE, as_matrix, measure
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,10 @@ class AttributeRegressor(nn.Module):
         super().__init__()
         self.attributes = tuple(attributes)
 
-        def stage(cin, cout):
-            return [
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-
         self.net = nn.Sequential(
-            *stage(1, 32),
-            *stage(32, 64),
-            *stage(64, 64),
+            *conv_stage(1, 32),
+            *conv_stage(32, 64),
+            *conv_stage(64, 64),
             nn.Flatten(),
             nn.Linear(64 * 3 * 3, 128),
             nn.ReLU(inplace=True),
@@ -80,8 +72,7 @@ def r_squared(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
 
 def measured_targets(images_uint8: torch.Tensor) -> np.ndarray:
     """[N, len(CONTROLLABLE)] morphometrics of uint8 [N, 28, 28] images."""
-    measured = measure(images_uint8)
-    return np.stack([measured[name] for name in CONTROLLABLE], 1)
+    return as_matrix(measure(images_uint8), CONTROLLABLE)
 
 
 @torch.no_grad()

@@ -26,6 +26,16 @@ class ClassifierError(UserError, RuntimeError):
     """The pinned classifier's weights are missing or are not the pinned ones."""
 
 
+def conv_stage(cin: int, cout: int) -> list[nn.Module]:
+    """3x3 conv (no bias: batch norm follows), batch norm, ReLU, 2x2 max-pool: half the size."""
+    return [
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    ]
+
+
 class DigitClassifier(nn.Module):
     """28x28 grey image in [-1, 1] -> 10 logits; ``features``: the 128-d penultimate layer.
 
@@ -38,16 +48,8 @@ class DigitClassifier(nn.Module):
         self.feature_scale = 1.0  # set from the manifest at load (see load_classifier)
         self.channels_last = False  # inputs made channels-last too (load_classifier sets it)
 
-        def stage(cin, cout):
-            return [
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-
         # 28 -> 14 -> 7 -> 3
-        self.conv = nn.Sequential(*stage(1, 32), *stage(32, 64), *stage(64, 128))
+        self.conv = nn.Sequential(*conv_stage(1, 32), *conv_stage(32, 64), *conv_stage(64, 128))
         self.embed = nn.Sequential(
             nn.Flatten(), nn.Linear(128 * 3 * 3, NUM_FEATURES), nn.ReLU(inplace=True)
         )

@@ -25,6 +25,7 @@ def measure_edit(
     classifier,
     real_spread: dict[str, float],
     scores=None,
+    measured: tuple[dict, dict] | None = None,
 ) -> dict:
     """What an edit did, measured by morphometry on the images before and after.
 
@@ -32,9 +33,10 @@ def measure_edit(
     the classifier does not read as their start class after the edit (``misread_before_rate``:
     before it; zero unless the start class is a conditional G's label); ``drift``: per other
     attribute, the mean |change| in units of its spread on real digits (0 = untouched);
-    ``scores``: a GenerativeScores for FID / precision against real digits, before and after.
+    ``scores``: a GenerativeScores for FID / precision against real digits, before and after;
+    ``measured``: the morphometry of ``before`` and ``after`` when the caller has it already.
     """
-    measured_before, measured_after = measure(before), measure(after)
+    measured_before, measured_after = measured or (measure(before), measure(after))
     change = {name: measured_after[name] - measured_before[name] for name in CONTROLLABLE}
     achieved = change[attribute]
     flips = predicted_classes(classifier, after) != start_class.cpu()
@@ -72,7 +74,7 @@ def measure_edit(
     return result
 
 
-def per_column_change(path_images: torch.Tensor, attribute: str) -> list[float | None]:
-    """Mean measured change of ``attribute`` in each column of a [columns, N, ...] image path."""
-    first = measure(path_images[0])[attribute]
-    return [_mean(measure(column)[attribute] - first) for column in path_images]
+def per_column_change(measured: list[dict], attribute: str) -> list[float | None]:
+    """Mean change of ``attribute`` in each column of a path, from each column's morphometry."""
+    first = measured[0][attribute]
+    return [_mean(column[attribute] - first) for column in measured]

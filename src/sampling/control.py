@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from src.data.images import to_classifier_input
+from src.models.base import frozen
 from src.sampling.generation import render
+from src.sampling.interpolation import class_probabilities
 
 METHODS = ("gradient", "direction")
 DIRECTION_FITS = ("probe", "mean_difference")
@@ -60,19 +62,19 @@ def project(z: torch.Tensor, model) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def frozen(*modules):
-    """Eval mode and no parameter gradients inside the block; both restored after."""
-    states = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in modules]
-    for module in modules:
-        module.eval()
-        module.requires_grad_(False)
+def frozen_in_eval(*modules):
+    """Eval mode and no parameter gradients (the training loop's ``frozen``) in the block; the
+    modes restored after."""
+    modes = [module.training for module in modules]
     try:
-        yield
+        with contextlib.ExitStack() as stack:
+            for module in modules:
+                stack.enter_context(frozen(module))
+                module.eval()
+            yield
     finally:
-        for module, training, grads in states:
-            module.train(training)
-            for parameter, grad in zip(module.parameters(), grads, strict=True):
-                parameter.requires_grad_(grad)
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
 
 
 def start_classes(classifier, images: torch.Tensor, labels: torch.Tensor | None):
@@ -82,15 +84,9 @@ def start_classes(classifier, images: torch.Tensor, labels: torch.Tensor | None)
     return predicted_classes(classifier, images)
 
 
-@torch.no_grad()
-def predicted_classes(classifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    device = next(classifier.parameters()).device
-    return torch.cat(
-        [
-            classifier(to_classifier_input(images[i : i + batch_size].to(device))).argmax(1).cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    )
+def predicted_classes(classifier, images: torch.Tensor) -> torch.Tensor:
+    """[N] the classifier's reading of each image."""
+    return class_probabilities(classifier, images).argmax(1)
 
 
 def _targets_per_column(delta: float, columns: int) -> torch.Tensor:
@@ -128,7 +124,7 @@ def gradient_edit(
     noise = noise_width(model)
     path = z.unsqueeze(0).repeat(columns, 1, 1)
     readings = []
-    with frozen(model, regressor, classifier):
+    with frozen_in_eval(model, regressor, classifier):
         for start in range(0, z.shape[0], batch_size):
             chunk = z[start : start + batch_size].to(device)
             chunk_labels = None if labels is None else labels[start : start + batch_size].to(device)
